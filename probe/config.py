@@ -1,0 +1,715 @@
+"""The probe's configuration: one TOML file -> frozen, validated objects.
+
+:func:`load_config` reads the file, :func:`parse_config` validates an already-parsed dict.  Both
+return a :class:`Config` or raise :class:`~probe.errors.ConfigError` listing *every* problem at
+once, each as ``(key path, reason)``::
+
+    probe.id: must be 1-64 characters: ..., got "branch/17"
+    targets[1].expect.max_ring_s: must be a number greater than 0 and at most 600 (seconds), \
+got 900 (target "sales")
+
+Unknown keys are errors at every level, so a typo never silently falls back to a default.
+The annotated reference is ``examples/probe.toml``; the minimal file is::
+
+    [probe]
+    id = "branch-017"
+    site = "Lyon Part-Dieu"
+
+    [[targets]]
+    name = "support"
+    number = "+33123456789"
+    channels = ["gsm"]
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from probe.errors import ConfigError
+from probe.secrets import Secret, describe_type, resolve_secret, secret_keys
+
+__all__ = [
+    "CHANNELS",
+    "Config",
+    "ConfigError",
+    "Expectations",
+    "MqttConfig",
+    "ProbeIdentity",
+    "Secret",
+    "SipAccount",
+    "Target",
+    "load_config",
+    "parse_config",
+    "sip_uri_problem",
+]
+
+CHANNELS = ("sip", "gsm", "analog")
+TRANSPORTS = ("udp", "tcp")
+DEFAULT_STATE_DIR = Path("/var/lib/hotline-probe")
+
+Problem = tuple[str, str]
+
+
+# --------------------------------------------------------------------------- the objects
+
+
+@dataclass(frozen=True)
+class ProbeIdentity:
+    id: str
+    site: str
+    state_dir: Path = DEFAULT_STATE_DIR
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str
+    port: int = 1883
+    keepalive_s: int = 30
+    username: str | None = None
+    password: Secret | None = None
+    session_expiry_s: int = 86400
+
+
+@dataclass(frozen=True)
+class SipAccount:
+    transport: str = "udp"  # "udp" | "tcp"
+    local_address: str = "0.0.0.0"  # IPv4/IPv6 literal address to bind
+    local_port: int = 5060  # 0 = any free port
+    rtp_port: int = 4000  # first RTP port; 0 = any; 1024..65534 otherwise
+    identity: str | None = None  # SIP URI put in From, e.g. "sip:probe-17@pbx.example.com"
+    registrar: str | None = None  # SIP URI of the registrar; None = no registration
+    username: str | None = None  # digest auth user
+    realm: str = "*"
+    password: Secret | None = None
+    register_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class Expectations:
+    max_post_dial_delay_ms: int = 5000  # INVITE -> first 18x
+    max_ring_s: float = 30.0  # ringing longer -> the probe hangs up, outcome no_answer
+    hold_s: float = 10.0  # how long to stay on the line after answer, then hang up
+    require_media: bool = True  # answered calls must deliver RTP audio
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    sip_uri: str | None
+    number: str | None
+    channels: tuple[str, ...]
+    interval_s: int = 900
+    expect: Expectations = field(default_factory=Expectations)
+
+
+@dataclass(frozen=True)
+class Config:
+    probe: ProbeIdentity
+    mqtt: MqttConfig | None
+    sip: SipAccount | None
+    targets: tuple[Target, ...]
+    source: str = "<memory>"
+
+    def target(self, name: str) -> Target:
+        """The target called ``name``; :class:`ConfigError` (key ``targets``) if there is none."""
+        for target in self.targets:
+            if target.name == name:
+                return target
+        known = ", ".join(t.name for t in self.targets)
+        raise ConfigError([("targets", f"no target named {name!r} (known: {known})")], self.source)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the TOML file at ``path``.
+
+    Relative ``*_file`` paths are resolved against the file's directory; ``password_env``
+    variables are looked up in ``environ`` (default ``os.environ``).
+    """
+    file = Path(path)
+    source = str(file)
+    try:
+        with file.open("rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([("(file)", f"TOML syntax error: {exc}")], source) from None
+    except UnicodeDecodeError:
+        raise ConfigError([("(file)", "is not UTF-8 text (TOML must be UTF-8)")], source) from None
+    except OSError as exc:
+        reason = f"cannot read the configuration file: {exc.strerror or exc}"
+        raise ConfigError([("(file)", reason)], source) from None
+    return parse_config(data, source, base_dir=file.absolute().parent, environ=environ)
+
+
+def parse_config(
+    data: dict[str, Any],
+    source: str = "<memory>",
+    base_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Validate an already-parsed TOML document (same rules as :func:`load_config`).
+
+    ``base_dir`` resolves relative ``*_file`` paths and ``probe.state_dir`` (default: the
+    current directory).
+    """
+    ctx = _Context(
+        base_dir=Path(base_dir) if base_dir is not None else Path.cwd(),
+        environ=os.environ if environ is None else environ,
+    )
+    problems: list[Problem] = []
+    if not isinstance(data, dict):
+        raise ConfigError([("(file)", "the top level must be a table")], source)
+    top = _Table(data, "", ("probe", "mqtt", "sip", "targets"), problems)
+
+    probe = mqtt = sip = None
+    if not top.has("probe"):
+        top.problem("probe", "missing (required: a [probe] table with id and site)")
+    elif section := top.section("probe", "[probe]"):
+        probe = _probe(section, ctx)
+    if top.has("mqtt") and (section := top.section("mqtt", "[mqtt]")):
+        mqtt = _mqtt(section, ctx)
+    if top.has("sip") and (section := top.section("sip", "[sip]")):
+        sip = _sip(section, ctx)
+    targets = _targets(top, problems)
+
+    sip_users = _sip_users(top.data.get("targets"))
+    if sip_users and not top.has("sip"):
+        who = ", ".join(sip_users)
+        verb = "targets {} use" if len(sip_users) > 1 else "target {} uses"
+        top.problem("sip", f'missing: required because {verb.format(who)} channel "sip"')
+
+    if problems:
+        raise ConfigError(problems, source)
+    assert probe is not None
+    return Config(probe=probe, mqtt=mqtt, sip=sip, targets=tuple(targets), source=source)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class _Context:
+    base_dir: Path
+    environ: Mapping[str, str]
+
+
+PROBE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+TARGET_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+NUMBER_RE = re.compile(r"\+?[0-9*#]{2,32}")
+
+
+def _probe(t: _Table, ctx: _Context) -> ProbeIdentity | None:
+    t.allow("id", "site", "state_dir")
+    probe_id = t.get(
+        "id",
+        _matching(
+            PROBE_ID_RE,
+            'must be 1-64 characters: letters, digits, ".", "_" or "-", starting with a letter '
+            'or digit (it is an MQTT topic level and a certificate CN: no "/", "+", "#" or '
+            "spaces)",
+        ),
+        required=True,
+    )
+    site = t.get("site", _string(), required=True)
+    state_dir = t.get("state_dir", _path(ctx.base_dir), DEFAULT_STATE_DIR)
+    if not t.valid:
+        return None
+    return ProbeIdentity(id=probe_id, site=site, state_dir=state_dir)
+
+
+def _mqtt(t: _Table, ctx: _Context) -> MqttConfig:
+    t.allow("host", "port", "keepalive_s", "username", *secret_keys(), "session_expiry_s")
+    mqtt = MqttConfig(
+        host=t.get("host", _host, required=True),
+        port=t.get("port", _int(1, 65535), 1883),
+        keepalive_s=t.get("keepalive_s", _int(5, 3600, "seconds"), 30),
+        username=t.get("username", _string(), None),
+        password=t.secret("password", ctx),
+        session_expiry_s=t.get("session_expiry_s", _int(0, 2**32 - 1, "seconds"), 86400),
+    )
+    _require_username(t, "password", "password_file", "password_env")
+    return mqtt
+
+
+def _require_username(t: _Table, *needing: str) -> None:
+    """A digest/MQTT password (or a registrar) means nothing without a username."""
+    if not t.has("username"):
+        needs = [k for k in needing if t.has(k)]
+        if needs:
+            t.problem("username", f"missing: required when {' and '.join(needs)} is set")
+
+
+def _sip(t: _Table, ctx: _Context) -> SipAccount:
+    t.allow(
+        "transport",
+        "local_address",
+        "local_port",
+        "rtp_port",
+        "identity",
+        "registrar",
+        "username",
+        "realm",
+        *secret_keys(),
+        "register_timeout_s",
+    )
+    account = SipAccount(
+        transport=t.get("transport", _choice(TRANSPORTS), "udp"),
+        local_address=t.get("local_address", _ip_literal, "0.0.0.0"),
+        local_port=t.get("local_port", _int(0, 65535, "0 = any free port"), 5060),
+        rtp_port=t.get("rtp_port", _rtp_port, 4000),
+        identity=t.get("identity", _sip_uri, None),
+        registrar=t.get("registrar", _sip_uri, None),
+        username=t.get("username", _string(), None),
+        realm=t.get("realm", _string(), "*"),
+        password=t.secret("password", ctx),
+        register_timeout_s=t.get(
+            "register_timeout_s", _number(0, 120, "seconds", exclusive_low=True), 10.0
+        ),
+    )
+    _require_username(t, "registrar", "password", "password_file", "password_env")
+    return account
+
+
+def _targets(top: _Table, problems: list[Problem]) -> list[Target]:
+    if not top.has("targets"):
+        top.problem("targets", "missing (required: at least one [[targets]] table)")
+        return []
+    raw = top.data["targets"]
+    if not isinstance(raw, list):
+        top.problem("targets", f"must be an array of tables ([[targets]]), got {_show(raw)}")
+        return []
+    if not raw:
+        top.problem("targets", "must contain at least one target ([[targets]])")
+        return []
+
+    targets: list[Target] = []
+    first_index: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        path = f"targets[{i}]"
+        if not isinstance(item, dict):
+            problems.append((path, f"must be a table ([[targets]]), got {_show(item)}"))
+            continue
+        own: list[Problem] = []
+        target = _target(_Table(item, path, None, own))
+        name = item.get("name")
+        if isinstance(name, str) and TARGET_NAME_RE.fullmatch(name):
+            if name in first_index:
+                own.append(
+                    (
+                        f"{path}.name",
+                        f'duplicate target name "{name}" '
+                        f"(already used by targets[{first_index[name]}])",
+                    )
+                )
+            else:
+                first_index[name] = i
+            # Say which target, for long files where indexes are hard to count.
+            own = [
+                (key, reason if key == f"{path}.name" else f'{reason} (target "{name}")')
+                for key, reason in own
+            ]
+        problems.extend(own)
+        if target is not None:
+            targets.append(target)
+    return targets
+
+
+def _sip_users(raw: Any) -> list[str]:
+    """Who lists channel "sip" (even in an otherwise broken target): '"name"' or 'targets[i]'."""
+    users: dict[str, None] = {}
+    for i, item in enumerate(raw if isinstance(raw, list) else []):
+        channels = item.get("channels") if isinstance(item, dict) else None
+        if isinstance(channels, list) and "sip" in channels:
+            name = item.get("name")
+            users[f'"{name}"' if isinstance(name, str) else f"targets[{i}]"] = None
+    return list(users)
+
+
+def _target(t: _Table) -> Target | None:
+    t.allow("name", "sip_uri", "number", "channels", "interval_s", "expect")
+    name = t.get(
+        "name",
+        _matching(
+            TARGET_NAME_RE,
+            'must be 1-63 characters: lowercase letters, digits, "_" or "-", starting with a '
+            "letter or digit",
+        ),
+        required=True,
+    )
+    sip_uri = t.get("sip_uri", _sip_uri, None)
+    number = t.get(
+        "number",
+        _matching(
+            NUMBER_RE,
+            'must be 2 to 32 of the digits 0-9, "*" and "#", optionally after a leading "+" '
+            "(no spaces or dashes)",
+        ),
+        None,
+    )
+    channels = _channels(t)
+    interval_s = t.get("interval_s", _int(30, 86400, "seconds"), 900)
+    expect: Expectations | None = Expectations()
+    if t.has("expect"):
+        section = t.section("expect", "[targets.expect]")
+        expect = _expect(section) if section else None
+
+    if "sip" in channels and not t.has("sip_uri"):
+        t.problem("sip_uri", 'missing: required because channels include "sip"')
+    pstn = [c for c in channels if c in ("gsm", "analog")]
+    if pstn and not t.has("number"):
+        which = " and ".join(f'"{c}"' for c in pstn)
+        t.problem("number", f"missing: required because channels include {which}")
+
+    if not t.valid or expect is None:
+        return None
+    return Target(name, sip_uri, number, channels, interval_s, expect)
+
+
+def _channels(t: _Table) -> tuple[str, ...]:
+    allowed = ", ".join(f'"{c}"' for c in CHANNELS)
+    if not t.has("channels"):
+        t.problem("channels", f"missing (required: a non-empty array of {allowed})")
+        return ()
+    raw = t.data["channels"]
+    if not isinstance(raw, list) or not raw:
+        t.problem("channels", f"must be a non-empty array of {allowed}, got {_show(raw)}")
+        return ()
+    channels: list[str] = []
+    for j, channel in enumerate(raw):
+        key = f"{t.key('channels')}[{j}]"
+        if channel not in CHANNELS:
+            t.problems.append((key, f"unknown channel {_show(channel)} (allowed: {allowed})"))
+        elif channel in channels:
+            t.problems.append((key, f'duplicate channel "{channel}" (each channel at most once)'))
+        else:
+            channels.append(channel)
+    return tuple(channels)
+
+
+def _expect(t: _Table) -> Expectations | None:
+    t.allow("max_post_dial_delay_ms", "max_ring_s", "hold_s", "require_media")
+    expect = Expectations(
+        max_post_dial_delay_ms=t.get(
+            "max_post_dial_delay_ms", _int(1, 120_000, "milliseconds"), 5000
+        ),
+        max_ring_s=t.get("max_ring_s", _number(0, 600, "seconds", exclusive_low=True), 30.0),
+        hold_s=t.get("hold_s", _number(0, 3600, "seconds"), 10.0),
+        require_media=t.get("require_media", _bool, True),
+    )
+    return expect if t.valid else None
+
+
+# --------------------------------------------------------------------------- the table reader
+
+
+class _Bad(Exception):
+    """A value failed its check; the argument is the reason."""
+
+
+Check = Callable[[Any], Any]
+_REQUIRED: Any = object()
+
+
+class _Table:
+    """One TOML table at key path ``path``: reads keys, records every problem in ``problems``."""
+
+    def __init__(
+        self,
+        data: Any,
+        path: str,
+        allowed: Sequence[str] | None,
+        problems: list[Problem],
+    ) -> None:
+        self.path = path
+        self.problems = problems
+        self._count = len(problems)
+        if not isinstance(data, dict):
+            problems.append((path, f"must be a table, got {_show(data)}"))
+            data = {}
+        self.data: dict[str, Any] = data
+        if allowed is not None:
+            self.allow(*allowed)
+
+    @property
+    def valid(self) -> bool:
+        """No problem was recorded since this table was opened (its sub-tables included)."""
+        return len(self.problems) == self._count
+
+    def allow(self, *allowed: str) -> None:
+        """Record every key not in ``allowed`` as a problem."""
+        for key in self.data:
+            if key not in allowed:
+                reason = f"unknown key (allowed: {', '.join(allowed)})"
+                close = difflib.get_close_matches(key, allowed, n=1)
+                if close:
+                    reason += f'; did you mean "{close[0]}"?'
+                self.problem(key, reason)
+
+    def key(self, key: str) -> str:
+        return _join(self.path, key)
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def problem(self, key: str, reason: str) -> None:
+        self.problems.append((self.key(key), reason))
+
+    def get(
+        self, key: str, check: Check, default: Any = _REQUIRED, *, required: bool = False
+    ) -> Any:
+        """The checked value of ``key``, its default when absent, None after a problem."""
+        if key not in self.data:
+            if required or default is _REQUIRED:
+                self.problem(key, "missing (required)")
+                return None
+            return default
+        try:
+            return check(self.data[key])
+        except _Bad as bad:
+            self.problem(key, str(bad))
+            return None
+
+    def section(self, key: str, header: str) -> _Table | None:
+        """The sub-table ``key`` (present); None, with a problem recorded, if not a table."""
+        value = self.data[key]
+        if not isinstance(value, dict):
+            self.problem(key, f"must be a table ({header}), got {_show(value)}")
+            return None
+        return _Table(value, self.key(key), None, self.problems)
+
+    def secret(self, name: str, ctx: _Context) -> Secret | None:
+        secret, problems = resolve_secret(
+            self.data, self.path, name, base_dir=ctx.base_dir, environ=ctx.environ
+        )
+        self.problems.extend(problems)
+        return secret
+
+
+_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _join(path: str, key: str) -> str:
+    shown = key if _BARE_KEY_RE.fullmatch(key) else json.dumps(key, ensure_ascii=False)
+    return f"{path}.{shown}" if path else shown
+
+
+def _show(value: Any) -> str:
+    """A value as the reader wrote it in TOML, shortened."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+        return text if len(text) <= 60 else text[:56] + '..."'
+    if isinstance(value, int | float):
+        return repr(value)
+    return describe_type(value)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _int(low: int, high: int, unit: str = "") -> Check:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            suffix = f" ({unit})" if unit else ""
+            raise _Bad(f"must be an integer from {low} to {high}{suffix}, got {_show(value)}")
+        return value
+
+    return check
+
+
+def _number(low: float, high: float, unit: str, *, exclusive_low: bool = False) -> Check:
+    def check(value: Any) -> float:
+        ok = (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and (low < value if exclusive_low else low <= value)
+            and value <= high
+        )
+        if not ok:
+            span = (
+                f"greater than {low} and at most {high}"
+                if exclusive_low
+                else f"from {low} to {high}"
+            )
+            raise _Bad(f"must be a number {span} ({unit}), got {_show(value)}")
+        return float(value)
+
+    return check
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Bad(f"must be true or false, got {_show(value)}")
+    return value
+
+
+def _string() -> Check:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise _Bad(f"must be a non-empty string, got {_show(value)}")
+        return value
+
+    return check
+
+
+def _choice(choices: Sequence[str]) -> Check:
+    def check(value: Any) -> str:
+        if value not in choices:
+            allowed = ", ".join(f'"{c}"' for c in choices)
+            raise _Bad(f"must be one of {allowed}, got {_show(value)}")
+        return value
+
+    return check
+
+
+def _matching(pattern: re.Pattern[str], rule: str) -> Check:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise _Bad(f"{rule}, got {_show(value)}")
+        return value
+
+    return check
+
+
+def _path(base_dir: Path) -> Check:
+    def check(value: Any) -> Path:
+        if not isinstance(value, str) or not value.strip():
+            raise _Bad(f"must be a non-empty path string, got {_show(value)}")
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else base_dir / path
+
+    return check
+
+
+def _rtp_port(value: Any) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not (value == 0 or 1024 <= value <= 65534)
+    ):
+        raise _Bad(f"must be 0 (any) or an integer from 1024 to 65534, got {_show(value)}")
+    return value
+
+
+def _ip_literal(value: Any) -> str:
+    try:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise _Bad(
+            f'must be an IPv4 or IPv6 address to bind (e.g. "0.0.0.0", "::"), got {_show(value)}'
+        ) from None
+    return value
+
+
+def _host(value: Any) -> str:
+    if isinstance(value, str) and (_hostname_or_ipv4_problem(value) is None or _is_ipv6(value)):
+        return value
+    raise _Bad(f"must be a hostname or IP address (no scheme, no port), got {_show(value)}")
+
+
+def _sip_uri(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Bad(f'must be a SIP URI string like "sip:1000@pbx.example.com", got {_show(value)}')
+    detail = sip_uri_problem(value)
+    if detail:
+        raise _Bad(
+            f'must be a SIP URI like "sip:1000@pbx.example.com" ({detail}), got {_show(value)}'
+        )
+    return value
+
+
+# --------------------------------------------------------------------------- SIP URIs and hosts
+
+# sip:[user@]host[:port][;param[=value]]... -- the shape first, then each part on its own.
+_SIP_URI_RE = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):"
+    r"(?:(?P<user>[^@]*)@)?"
+    r"(?P<host>\[[^\]]*\]|[^:;?\[\]]*)"
+    r"(?::(?P<port>[^;?]*))?"
+    r"(?P<params>(?:;[^;?]*)*)"
+)
+# RFC 3261 user: unreserved / escaped / user-unreserved
+_SIP_USER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+")
+_SIP_PARAM_RE = re.compile(r"[A-Za-z0-9\-_.!~*'%]+(?:=[A-Za-z0-9\-_.!~*'%\[\]/:&+$]+)?")
+_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def sip_uri_problem(uri: str) -> str | None:
+    """What is wrong with ``uri`` as a ``sip:``/``sips:`` URI, or None if it is fine.
+
+    Accepted: ``sip:`` or ``sips:``, an optional ``user@``, a host (hostname, IPv4 or
+    ``[IPv6]``), an optional ``:port`` 1..65535 and optional ``;params``.
+
+    >>> sip_uri_problem("sip:1000@pbx.example.com:5060;transport=tcp") is None
+    True
+    >>> sip_uri_problem("tel:+33123456789")
+    'scheme must be sip: or sips:'
+    """
+    if not uri or any(c.isspace() for c in uri):
+        return "no spaces allowed" if uri else "empty"
+    m = _SIP_URI_RE.fullmatch(uri)
+    if not m:
+        if ":" not in uri:
+            return "scheme must be sip: or sips:"
+        if "?" in uri:
+            return "headers (?...) are not supported"
+        return "not of the form sip:[user@]host[:port][;params]"
+    if m["scheme"].lower() not in ("sip", "sips"):
+        return "scheme must be sip: or sips:"
+    if m["user"] is not None and not _SIP_USER_RE.fullmatch(m["user"]):
+        return "bad user part before @" if m["user"] else "empty user part before @"
+    host = m["host"]
+    if not host:
+        return "host is missing"
+    if host.startswith("["):
+        if not _is_ipv6(host[1:-1]):
+            return f"{host} is not an IPv6 address"
+    else:
+        problem = _hostname_or_ipv4_problem(host)
+        if problem:
+            return problem
+    if m["port"] is not None:
+        port = m["port"]
+        if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            return "port must be 1..65535"
+    for param in m["params"].split(";")[1:]:
+        if not _SIP_PARAM_RE.fullmatch(param):
+            return f"bad parameter {json.dumps(';' + param)}"
+    return None
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _hostname_or_ipv4_problem(host: str) -> str | None:
+    labels = host.split(".")
+    if labels[-1].isascii() and labels[-1].isdigit():  # no top-level domain is numeric: IPv4
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return f"{host} is not an IPv4 address"
+        return None
+    if len(host) > 253 or not all(_LABEL_RE.fullmatch(label) for label in labels):
+        return f"host {host} is not a valid hostname, IPv4 or [IPv6] address"
+    return None
