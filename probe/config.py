@@ -110,6 +110,8 @@ class Target:
     channels: tuple[str, ...]
     interval_s: int = 900
     expect: Expectations = field(default_factory=Expectations)
+    dtmf: str | None = None  # digits sent after answer (IVR navigation), e.g. "1" or "2#"
+    dtmf_after_s: float = 2.0  # seconds after answer before the digits are sent
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,7 @@ class _Context:
 PROBE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 TARGET_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 NUMBER_RE = re.compile(r"\+?[0-9*#]{2,32}")
+DTMF_RE = re.compile(r"[0-9*#A-D]{1,32}")
 
 
 def _probe(t: _Table, ctx: _Context) -> ProbeIdentity | None:
@@ -338,7 +341,8 @@ def _sip_users(raw: Any) -> list[str]:
 
 
 def _target(t: _Table) -> Target | None:
-    t.allow("name", "sip_uri", "number", "channels", "interval_s", "expect")
+    t.allow("name", "sip_uri", "number", "channels", "interval_s", "expect", "dtmf",
+            "dtmf_after_s")
     name = t.get(
         "name",
         _matching(
@@ -360,6 +364,8 @@ def _target(t: _Table) -> Target | None:
     )
     channels = _channels(t)
     interval_s = t.get("interval_s", _int(30, 86400, "seconds"), 900)
+    dtmf = t.get("dtmf", _matching(DTMF_RE, 'must be 1 to 32 of the DTMF digits 0-9 * # A-D'), None)
+    dtmf_after_s = t.get("dtmf_after_s", _number(0, 600, "seconds"), 2.0)
     expect: Expectations | None = Expectations()
     if t.has("expect"):
         section = t.section("expect", "[targets.expect]")
@@ -374,7 +380,7 @@ def _target(t: _Table) -> Target | None:
 
     if not t.valid or expect is None:
         return None
-    return Target(name, sip_uri, number, channels, interval_s, expect)
+    return Target(name, sip_uri, number, channels, interval_s, expect, dtmf, dtmf_after_s)
 
 
 def _channels(t: _Table) -> tuple[str, ...]:

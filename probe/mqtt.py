@@ -109,9 +109,7 @@ class Delivery:
     ``ref`` is the caller's own tag (an outbox row id), carried untouched.
     """
 
-    def __init__(
-        self, topic: str, payload: bytes, qos: int, retain: bool, ref: Any = None
-    ) -> None:
+    def __init__(self, topic: str, payload: bytes, qos: int, retain: bool, ref: Any = None) -> None:
         self.topic = topic
         self.payload = payload
         self.qos = qos
@@ -250,7 +248,11 @@ class Publisher:
 
         log.info(
             "publishing as %s to %s:%s%s (boot %d)",
-            probe_id, host, port, " over TLS" if tls else "", boot_count,
+            probe_id,
+            host,
+            port,
+            " over TLS" if tls else "",
+            boot_count,
         )
         self._thread = threading.Thread(
             target=self._run, name=f"probe.mqtt[{probe_id}]", daemon=True
@@ -334,8 +336,7 @@ class Publisher:
     # -- paho callbacks (network thread, inside paho): record, nothing else ---------------------
 
     def _paho_on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        self._events.append(("connect", reason_code.value, str(reason_code),
-                             flags.session_present))
+        self._events.append(("connect", reason_code.value, str(reason_code), flags.session_present))
 
     def _paho_on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._events.append(("disconnect", reason_code.value, str(reason_code)))
@@ -414,14 +415,14 @@ class Publisher:
 
     def _handle_connack(self, code: int, name: str, session_present: bool) -> None:
         if code >= _FIRST_FAILURE_CODE:
-            log.error("broker %s:%s refused the connection: %s (0x%02x)",
-                      self.host, self.port, name, code)
+            log.error(
+                "broker %s:%s refused the connection: %s (0x%02x)", self.host, self.port, name, code
+            )
             return  # paho closes the socket; _run schedules the next attempt
         self._delay = None
         self._failures_in_row = 0
         self._connected.set()
-        log.info("connected to %s:%s (session present: %s)", self.host, self.port,
-                 session_present)
+        log.info("connected to %s:%s (session present: %s)", self.host, self.port, session_present)
         if self._close_deadline is None:
             self._send_internal(self._status_payload("online", since=_rfc3339_utc_ms()))
             self._flush_backlog()
@@ -486,8 +487,14 @@ class Publisher:
         except OSError as exc:  # refused, unreachable, DNS, TLS handshake
             self._failures_in_row += 1
             level = logging.WARNING if self._failures_in_row == 1 else logging.INFO
-            log.log(level, "cannot reach MQTT broker %s:%s: %s (attempt %d)",
-                    self.host, self.port, exc, self._failures_in_row)
+            log.log(
+                level,
+                "cannot reach MQTT broker %s:%s: %s (attempt %d)",
+                self.host,
+                self.port,
+                exc,
+                self._failures_in_row,
+            )
 
     def _timeout(self, wanted: float) -> float:
         if self._close_deadline is not None:

@@ -41,8 +41,15 @@ def _has_status(state: str, **fields: object):
 def test_topic_builds_the_probe_tree_and_rejects_what_would_break_it():
     assert topic("p1", "status") == STATUS
     assert topic("p1", "cmd/reboot") == "hotline-probe/v1/p1/cmd/reboot"
-    for probe_id, leaf in [("", "status"), ("a/b", "status"), ("p+", "status"),
-                           ("p1", ""), ("p1", "#"), ("p1", "cmd//x"), ("p1", "/status")]:
+    for probe_id, leaf in [
+        ("", "status"),
+        ("a/b", "status"),
+        ("p+", "status"),
+        ("p1", ""),
+        ("p1", "#"),
+        ("p1", "cmd//x"),
+        ("p1", "/status"),
+    ]:
         with pytest.raises(ValueError):
             topic(probe_id, leaf)
 
@@ -60,8 +67,10 @@ def test_payloads_dicts_become_compact_utf8_json():
 
 def test_result_is_delivered_once_at_qos1_not_retained_and_acknowledged(broker):
     result = {"id": "0b6c9a52-1b47-4bd5-a7b6-1b3f0c2d9e11", "outcome": "answered", "ms": 812}
-    with Subscriber(broker.host, broker.port, RESULT) as sub, \
-            Publisher(probe_id="p1", host=broker.host, port=broker.port) as pub:
+    with (
+        Subscriber(broker.host, broker.port, RESULT) as sub,
+        Publisher(probe_id="p1", host=broker.host, port=broker.port) as pub,
+    ):
         delivery = pub.publish("result", result)
         assert delivery.wait(5)
         assert (delivery.acked, delivery.reason_code) == (True, 0)
@@ -164,8 +173,9 @@ def test_on_delivery_runs_on_the_network_thread_with_the_callers_ref(broker):
         seen.append((delivery, threading.current_thread().name))
         done.set()
 
-    with Publisher(probe_id="p1", host=broker.host, port=broker.port,
-                   on_delivery=on_delivery) as pub:
+    with Publisher(
+        probe_id="p1", host=broker.host, port=broker.port, on_delivery=on_delivery
+    ) as pub:
         delivery = pub.publish("health", {"ok": True}, retain=True, ref=42)
         assert done.wait(5)
     # Only our message: the publisher's own status messages are not reported.
@@ -176,8 +186,10 @@ def test_on_delivery_runs_on_the_network_thread_with_the_callers_ref(broker):
 
 def test_publish_denied_by_acl_is_a_failed_delivery():
     acl = "topic write hotline-probe/v1/p1/status\n"
-    with LocalBroker(acl=acl) as broker, \
-            Publisher(probe_id="p1", host=broker.host, port=broker.port) as pub:
+    with (
+        LocalBroker(acl=acl) as broker,
+        Publisher(probe_id="p1", host=broker.host, port=broker.port) as pub,
+    ):
         delivery = pub.publish("result", {"n": 1})
         assert delivery.wait(5) is False
         assert delivery.done

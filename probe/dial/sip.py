@@ -17,10 +17,14 @@ Threading and lifetime rules (see shared/notes/platform.md), which this module k
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import os
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +56,27 @@ class _Registration:
     code: int | None = None
     reason: str | None = None
     expires_s: int | None = None
+
+
+class _LogWriter(pj.LogWriter):
+    """pjsip's log into Python logging (stderr), never onto stdout where results are printed."""
+
+    def write(self, entry: pj.LogEntry) -> None:
+        level = logging.WARNING if entry.level <= 2 else logging.DEBUG
+        log.log(level, "pjsip: %s", entry.msg.rstrip())
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """pjlib prints its start-up lines to fd 1 before any log configuration can apply."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 class _Account(pj.Account):
@@ -175,6 +200,7 @@ class SipDialer:
         self._ep: pj.Endpoint | None = None
         self._account: _Account | None = None
         self._transport_id: int | None = None
+        self._log_writer = _LogWriter()  # pjsua2 keeps a raw pointer: we keep the object
         self.version = ""
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -182,7 +208,8 @@ class SipDialer:
         self._owner = threading.current_thread()
         global _live_endpoint
         ep = pj.Endpoint()
-        ep.libCreate()
+        with _stdout_to_stderr():
+            ep.libCreate()
         self._ep = _live_endpoint = ep
         try:
             self._configure(ep)
@@ -199,6 +226,8 @@ class SipDialer:
         cfg.uaConfig.userAgent = f"hotline-probe/{self.probe_id}"
         cfg.logConfig.level = self.log_level
         cfg.logConfig.consoleLevel = self.log_level
+        cfg.logConfig.writer = self._log_writer
+        cfg.logConfig.decor = 0  # logging adds its own time and level
         cfg.medConfig.clockRate = 8000
         cfg.medConfig.sndClockRate = 8000
         cfg.medConfig.hasIoqueue = True

@@ -238,8 +238,7 @@ class LocalBroker:
             # Ready once mosquitto says its listeners are open (a bare TCP connect could reach
             # whoever else holds the port) and the port answers.
             if _RUNNING.search(self._log_since(self._attempt_offset)) and self._accepts():
-                log.debug("mosquitto running on %s:%s (pid %s)", self.host, self.port,
-                          process.pid)
+                log.debug("mosquitto running on %s:%s (pid %s)", self.host, self.port, process.pid)
                 return
             if time.monotonic() >= deadline:
                 problem = f"mosquitto did not accept connections within {self._startup_timeout} s"

@@ -1,0 +1,174 @@
+"""The ``probe`` command.
+
+Exit codes: 0 success (the hotline met the target's expectations), 1 the hotline check failed,
+2 usage or configuration error (every problem is printed with its key path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from probe import __version__
+from probe.errors import ConfigError, DialerError
+
+EXIT_OK, EXIT_HOTLINE_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_CONFIG = "/etc/hotline-probe/probe.toml"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.version:
+        from probe.dial.sip import pjproject_version
+
+        print(f"hotline-probe {__version__} (pjproject {pjproject_version()}, "
+              f"Python {sys.version.split()[0]})")
+        return EXIT_OK
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        for key, reason in exc.problems:
+            print(f"{exc.source or 'config'}: {key}: {reason}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="probe", description="Test-call a customer hotline and "
+                                "report whether it works, and if not, why.")
+    p.add_argument("--version", action="store_true", help="print versions and exit")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command")
+
+    def with_config(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("-c", "--config", default=os.environ.get("PROBE_CONFIG", DEFAULT_CONFIG),
+                         help=f"TOML configuration (default: $PROBE_CONFIG or {DEFAULT_CONFIG})")
+
+    check = sub.add_parser("check-config", help="validate a configuration file")
+    with_config(check)
+    check.set_defaults(func=cmd_check_config)
+
+    call = sub.add_parser("call", help="place one test call now and print its result")
+    with_config(call)
+    call.add_argument("target", help="target name from the configuration")
+    call.add_argument("--channel", choices=("sip", "gsm", "analog"),
+                      help="channel to call over (default: the target's first channel)")
+    call.add_argument("--json", action="store_true", help="print the result as JSON")
+    call.set_defaults(func=cmd_call)
+
+    run = sub.add_parser("run", help="run the schedule and publish results (the daemon)")
+    with_config(run)
+    run.add_argument("--once", action="store_true",
+                     help="call every target over every channel once, then stop")
+    run.set_defaults(func=cmd_run)
+
+    schema = sub.add_parser("schema", help="print the result JSON Schema")
+    schema.set_defaults(func=cmd_schema)
+
+    demo = sub.add_parser("demo", help="run test calls against local stand-ins (make demo)")
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from probe.config import load_config
+
+    config = load_config(args.config)
+    channels = sorted({c for t in config.targets for c in t.channels})
+    print(f"{config.source}: OK — probe {config.probe.id} at {config.probe.site!r}, "
+          f"{len(config.targets)} target(s) over {', '.join(channels)}")
+    return EXIT_OK
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    from probe.config import load_config
+    from probe.result import hotline_ok
+    from probe.runner import prepare_state_dir, run_call, start_sip_dialer
+
+    config = load_config(args.config)
+    target = config.target(args.target)
+    channel = args.channel or target.channels[0]
+    if channel not in target.channels:
+        raise ConfigError([(f"targets.{target.name}.channels",
+                            f"target has no {channel!r} channel (has: "
+                            f"{', '.join(target.channels)})")], config.source)
+    audio_dir = prepare_state_dir(config)
+    try:
+        dialer = start_sip_dialer(config) if channel == "sip" else None
+        try:
+            doc = run_call(config, target, channel, dialer, audio_dir)
+        finally:
+            if dialer is not None:
+                dialer.close()
+    except DialerError as exc:
+        print(f"probe: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(doc, indent=2) if args.json else summarize(doc))
+    return EXIT_OK if hotline_ok(doc) else EXIT_HOTLINE_FAILED
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from probe.config import load_config
+    from probe.runner import Runner
+
+    runner = Runner(load_config(args.config), once=args.once)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: runner.stop())
+    return runner.run()
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from probe.result import result_schema
+
+    print(json.dumps(result_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from probe.demo import run_demo
+
+    return run_demo()
+
+
+def summarize(doc: dict[str, Any]) -> str:
+    """A result as a few human lines (the JSON carries everything)."""
+    t = doc["timings_ms"]
+    sip = doc.get("sip") or {}
+    rtp = doc.get("rtp")
+    verdict = "OK" if doc["expectations"]["met"] else "FAILED"
+    lines = [
+        f"{doc['target']} over {doc['channel']}: {doc['outcome']} — {verdict}",
+        f"  post-dial delay {_ms(t['post_dial_delay'])}, answer after "
+        f"{_ms(t['time_to_answer'])}, rang {_ms(t['ring_duration'])}, "
+        f"talked {_ms(t['talk_duration'])}",
+    ]
+    if sip:
+        lines.append(f"  SIP final {sip['final_code']} {sip['final_reason'] or ''}".rstrip())
+    if rtp:
+        lines.append(f"  RTP {rtp['codec']}: {rtp['packets_received']} received, "
+                     f"{rtp['packets_lost']} lost, jitter {rtp['jitter_mean_ms']} ms mean")
+    for check in doc["expectations"]["checks"]:
+        if not check["met"]:
+            lines.append(f"  failed {check['check']}: measured {check['measured']}, "
+                         f"limit {check['limit']}")
+    return "\n".join(lines)
+
+
+def _ms(value: int | None) -> str:
+    return "—" if value is None else f"{value} ms"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

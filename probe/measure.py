@@ -1,0 +1,162 @@
+"""From a call timeline to what the caller lived: outcome, timings, expectation checks.
+
+Plain functions over :class:`~probe.timeline.CallRecord`; no network, no clock.
+
+Timing definitions (all from the *first* INVITE, so an authentication round trip counts, as it
+does for a caller):
+
+* ``post_dial_delay`` — RFC 6076 "session request delay": INVITE → first non-100 provisional
+  response (180/183…), or the final response when no provisional came.
+* ``time_to_answer`` — INVITE → 200 OK.
+* ``ring_duration`` — first 18x → answer, or → the end of the attempt when never answered.
+* ``talk_duration`` — answer → end of the call.
+* ``call_duration`` — INVITE → end of the call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from probe.config import Expectations
+from probe.timeline import CallRecord, Ev, Event
+
+
+class Outcome(StrEnum):
+    ANSWERED = "answered"
+    BUSY = "busy"  # 486, 600
+    NO_ANSWER = "no_answer"  # rang past the limit (the probe gave up), or 408 from the network
+    REJECTED = "rejected"  # 403, 603, other 4xx/6xx refusals
+    NOT_FOUND = "not_found"  # 404, 410, 484, 604: the number/URI does not exist
+    UNAVAILABLE = "unavailable"  # 480: the destination is temporarily unavailable
+    CONGESTION = "congestion"  # 503: overload / no circuit on the way
+    SERVER_ERROR = "server_error"  # 500, 501, 502, 504 and other 5xx
+    AUTH_FAILED = "auth_failed"  # 401/407 as final, or 403 to our credentials
+    UNREACHABLE = "unreachable"  # nothing came back from the network (timeout, transport error)
+    FAILED = "failed"  # the probe itself could not place the call
+
+
+BUSY_CODES = {486, 600}
+NOT_FOUND_CODES = {404, 410, 484, 604}
+
+
+def classify(record: CallRecord) -> Outcome:
+    """The outcome of a SIP call, from its timeline."""
+    if record.has(Ev.ANSWER):
+        return Outcome.ANSWERED
+    hangup = record.first(Ev.HANGUP)
+    if hangup is not None and hangup.reason == "max_ring":
+        return Outcome.NO_ANSWER
+    end = record.first(Ev.END)
+    if hangup is not None and hangup.reason == "no_progress":
+        return Outcome.UNREACHABLE if not _progressed(record) else Outcome.NO_ANSWER
+    if end is None or end.code is None:
+        return Outcome.FAILED
+    if not end.detail.get("from_network", False):
+        # pjsip made the final status up itself (Timer B 408, transport error 503...).
+        return Outcome.UNREACHABLE
+    return outcome_of_sip_code(end.code, retried_with_credentials=dial_attempts(record) > 1)
+
+
+def outcome_of_sip_code(code: int, *, retried_with_credentials: bool = False) -> Outcome:
+    """Outcome for a final SIP status received from the network."""
+    if code in BUSY_CODES:
+        return Outcome.BUSY
+    if code in NOT_FOUND_CODES:
+        return Outcome.NOT_FOUND
+    if code in (401, 407) or (code == 403 and retried_with_credentials):
+        return Outcome.AUTH_FAILED
+    if code == 408:
+        return Outcome.NO_ANSWER
+    if code == 480:
+        return Outcome.UNAVAILABLE
+    if code == 503:
+        return Outcome.CONGESTION
+    if 500 <= code < 600:
+        return Outcome.SERVER_ERROR
+    if 300 <= code < 700:
+        return Outcome.REJECTED
+    return Outcome.FAILED
+
+
+def dial_attempts(record: CallRecord) -> int:
+    return sum(1 for e in record.events if e.kind == Ev.DIAL)
+
+
+def _progressed(record: CallRecord) -> bool:
+    return record.first(Ev.PROGRESS, codes=range(101, 200)) is not None
+
+
+@dataclass(frozen=True)
+class Timings:
+    post_dial_delay_ms: int | None
+    time_to_answer_ms: int | None
+    ring_duration_ms: int | None
+    talk_duration_ms: int | None
+    call_duration_ms: int | None
+
+
+def timings(record: CallRecord) -> Timings:
+    dial = record.first(Ev.DIAL)
+    if dial is None:
+        return Timings(None, None, None, None, None)
+    ringing = record.first(Ev.PROGRESS, codes=range(101, 200))
+    answer = record.first(Ev.ANSWER)
+    end = record.first(Ev.END)
+    hangup = record.first(Ev.HANGUP)
+    final = answer or (end if end and end.detail.get("from_network") else None)
+    first_signal = ringing or final
+    # When unanswered, ringing stops when the probe gives up or the final response arrives.
+    ring_end = answer or hangup or end
+    return Timings(
+        post_dial_delay_ms=_ms(dial, first_signal),
+        time_to_answer_ms=_ms(dial, answer),
+        ring_duration_ms=_ms(ringing, ring_end),
+        talk_duration_ms=_ms(answer, end),
+        call_duration_ms=_ms(dial, end),
+    )
+
+
+def _ms(start: Event | None, stop: Event | None) -> int | None:
+    if start is None or stop is None:
+        return None
+    return round((stop.t_ns - start.t_ns) / 1e6)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One expectation the call was held to, as measured."""
+
+    check: str
+    met: bool
+    limit: Any
+    measured: Any
+
+
+@dataclass(frozen=True)
+class Verdict:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def met(self) -> bool:
+        return all(c.met for c in self.checks)
+
+
+def judge(outcome: Outcome, t: Timings, record: CallRecord, expect: Expectations) -> Verdict:
+    """Hold the call to the target's expectations; every check says what it measured."""
+    checks = [Check("answered", outcome == Outcome.ANSWERED, "answered", str(outcome))]
+    if t.post_dial_delay_ms is not None or outcome == Outcome.ANSWERED:
+        pdd = t.post_dial_delay_ms
+        checks.append(Check("post_dial_delay_ms", pdd is not None
+                            and pdd <= expect.max_post_dial_delay_ms,
+                            expect.max_post_dial_delay_ms, pdd))
+    if t.ring_duration_ms is not None:
+        limit_ms = round(expect.max_ring_s * 1000)
+        # The probe hangs up at the limit, so reaching it (not exceeding it) is the failure.
+        checks.append(Check("ring_duration_ms", outcome != Outcome.NO_ANSWER
+                            and t.ring_duration_ms < limit_ms, limit_ms, t.ring_duration_ms))
+    if outcome == Outcome.ANSWERED and expect.require_media:
+        received = record.rtp.packets_received if record.rtp else 0
+        checks.append(Check("media_received", received > 0, "RTP packets > 0", received))
+    return Verdict(checks)
