@@ -1,6 +1,6 @@
 """Wiring: one test call end to end (dial → measure → result), and the run loop around it.
 
-``run_call`` is what ``probe call`` does; ``Runner`` is what ``probe run`` does: every target ×
+``run_call`` is what ``probe call`` does; ``Runner`` is what ``probe run`` does: every target and
 channel at its interval, results published to MQTT as they come.  This thread owns the SIP
 endpoint; the publisher owns the paho client on its own thread.
 """
@@ -92,7 +92,7 @@ class Slot:
 
 
 def plan(targets: tuple[Target, ...], now: float) -> list[Slot]:
-    """Every target × channel, first due now, in configuration order."""
+    """Every (target, channel) pair, first due now, in configuration order."""
     return [Slot(t, c, now) for t in targets for c in t.channels]
 
 
