@@ -67,16 +67,20 @@ class _LogWriter(pj.LogWriter):
 
 
 @contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """pjlib prints its start-up lines to fd 1 before any log configuration can apply."""
+def _pjlib_startup_output() -> Iterator[None]:
+    """pjlib prints start-up lines to fd 1 before any log configuration applies: keep them off
+    stdout (where ``--json`` results go) — on stderr when debugging, else discarded."""
     sys.stdout.flush()
     saved = os.dup(1)
+    sink = os.open(os.devnull, os.O_WRONLY) if not log.isEnabledFor(logging.DEBUG) else None
     try:
-        os.dup2(2, 1)
+        os.dup2(sink if sink is not None else 2, 1)
         yield
     finally:
         os.dup2(saved, 1)
         os.close(saved)
+        if sink is not None:
+            os.close(sink)
 
 
 class _Account(pj.Account):
@@ -208,7 +212,7 @@ class SipDialer:
         self._owner = threading.current_thread()
         global _live_endpoint
         ep = pj.Endpoint()
-        with _stdout_to_stderr():
+        with _pjlib_startup_output():
             ep.libCreate()
         self._ep = _live_endpoint = ep
         try:

@@ -282,8 +282,10 @@ class Subscriber:
         retain_as_published: bool = True,
         client_id: str | None = None,
         timeout: float = 5.0,
+        on_message: Callable[[Message], None] | None = None,
     ) -> None:
         self.host = host
+        self._on_each = on_message  # e.g. the demo prints each message as it arrives
         self.port = port
         self.topic_filter = topic_filter
         self._options = SubscribeOptions(qos=qos, retainAsPublished=retain_as_published)
@@ -359,3 +361,5 @@ class Subscriber:
         with self._cond:
             self._messages.append(message)
             self._cond.notify_all()
+        if self._on_each is not None:
+            self._on_each(message)

@@ -60,6 +60,10 @@ class HotlineBehaviour:
     """(user, password): challenge the first INVITE (401), then require a valid digest."""
     hangup_after_ms: int | None = None
     """The hotline hangs up itself this long after answering; None waits for the caller's BYE."""
+    dtmf_info: str | None = None
+    """Digits the hotline requires after answer, one SIP INFO (application/dtmf-relay) each, in
+    order; its SDP then offers no telephone-event, so the caller cannot use RFC 4733.  None: no
+    DTMF expected (and RFC 4733 offered)."""
 
 
 def scenario_xml(b: HotlineBehaviour, request_uri: str = "") -> str:
@@ -106,6 +110,8 @@ def scenario_xml(b: HotlineBehaviour, request_uri: str = "") -> str:
                 steps.append(_rtp_stream(b.audio))
             elif b.provisional == 183 and b.early_audio:
                 steps.append('<nop><action><exec rtp_stream="pause"/></action></nop>')
+            for digit in b.dtmf_info or "":
+                steps += [_dtmf_info(digit), _response(200, last=True)]
             if b.hangup_after_ms is None:
                 steps += ['<recv request="BYE"/>', _response(200, last=True)]
             else:
@@ -115,8 +121,20 @@ def scenario_xml(b: HotlineBehaviour, request_uri: str = "") -> str:
             steps += [_response(b.final, tagged=b.provisional is not None), '<recv request="ACK"/>']
     steps.append('<label id="end"/>')
     body = "\n  ".join(steps)
+    if b.dtmf_info:
+        body = body.replace(_TELEPHONE_EVENT, "").replace(" 0 101\n", " 0\n")
     return ('<?xml version="1.0" encoding="ISO-8859-1"?>\n'
             f'<scenario name="hotline">\n  {body}\n</scenario>\n')
+
+
+def _dtmf_info(digit: str) -> str:
+    """Receive one SIP INFO and fail the call (SIPp exit code) unless it carries ``digit``."""
+    if digit not in "0123456789*#ABCD":
+        raise ValueError(f"not a DTMF digit: {digit!r}")
+    pattern = "\\" + digit if digit in "*#" else digit
+    return ('<recv request="INFO"><action><ereg regexp="Signal= *' + pattern + '[[:space:]]" '
+            'search_in="body" check_it="true" assign_to="dtmf"/></action></recv>'
+            '<nop hide="true" test="dtmf"/>')
 
 
 # The INVITE's Via/From/CSeq are kept in variables so that responses to the INVITE sent after a
@@ -132,6 +150,8 @@ _REMEMBER_CONTACT = (
     '<ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" assign_to="icontact"/>'
 )
 # SIPp reads only one <action> element per message: every ereg goes inside the same one.
+
+_TELEPHONE_EVENT = "a=rtpmap:101 telephone-event/8000\na=fmtp:101 0-15\n"
 
 _SDP = """v=0
 o=hotline 1 1 IN IP[local_ip_type] [local_ip]

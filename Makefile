@@ -1,0 +1,38 @@
+# Two commands do all set-up on a fresh Debian / Raspberry Pi OS machine:
+#   make demo   - test calls against local stand-ins (SIPp hotlines, mosquitto), results over MQTT
+#   make test   - lint and the whole test suite
+# Both install what is missing (Debian packages, the .venv) and are quick when it is all there.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := python3-venv mosquitto mosquitto-clients sip-tester espeak-ng sox \
+                device-tree-compiler
+
+.PHONY: demo test bench lint setup clean
+
+demo: setup
+	$(PY) -m probe demo
+
+test: setup
+	$(VENV)/bin/ruff check probe tests
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) -m tests.benchmarks
+
+lint: setup
+	$(VENV)/bin/ruff check probe tests
+
+setup: $(VENV)/.installed
+	@scripts/ensure-apt-packages $(APT_PACKAGES)
+
+$(VENV)/.installed: pyproject.toml
+	@scripts/ensure-apt-packages $(APT_PACKAGES)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,132 @@
+"""``make demo``: the whole chain on one machine, with local stand-ins for the outside world.
+
+Starts a mosquitto on a free loopback port (the central broker), three SIPp hotlines on loopback
+— one that rings and answers with a spoken greeting, one busy, one that rings and never answers —
+then runs the probe's real daemon path (``probe run --once``) against them, and prints every
+message a central subscriber receives over MQTT, then a table of the results as ops see them.
+Everything it starts is stopped before it returns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from probe.config import load_config
+from probe.runner import Runner
+from probe.sim.broker import LocalBroker, Message, Subscriber
+from probe.sim.hotline import NEVER_ANSWER, HotlineBehaviour, SippHotline
+
+HOTLINES: dict[str, tuple[str, HotlineBehaviour]] = {
+    "support": ("rings 2.5 s, answers with a greeting",
+                HotlineBehaviour(pdd_ms=400, ring_ms=2500)),
+    "sales": ("busy", HotlineBehaviour(pdd_ms=250, ring_ms=600, final=486)),
+    "after-hours": ("rings and nobody answers", HotlineBehaviour(pdd_ms=300, final=NEVER_ANSWER)),
+}
+
+CONFIG = """\
+# Written by `probe demo`: the probe's configuration for the local stand-ins.
+[probe]
+id = "demo-probe"
+site = "Demo branch office"
+state_dir = "{state_dir}"
+
+[mqtt]
+host = "{mqtt_host}"
+port = {mqtt_port}
+
+[sip]
+local_address = "127.0.0.1"
+local_port = 0
+rtp_port = 0
+{targets}"""
+
+TARGET = """
+[[targets]]
+name = "{name}"
+sip_uri = "{uri}"
+channels = ["sip"]
+[targets.expect]
+max_post_dial_delay_ms = 3000
+max_ring_s = 5
+hold_s = 4
+"""
+
+
+def run_demo(out: Any = None) -> int:
+    out = out or sys.stdout
+    logging.getLogger("probe").setLevel(logging.WARNING)
+    say = _printer(out)
+    started = time.monotonic()
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="probe-demo-")))
+        broker = stack.enter_context(LocalBroker())
+        say(f"central broker: mosquitto on {broker.host}:{broker.port}")
+        targets = []
+        for name, (what, behaviour) in HOTLINES.items():
+            hotline = stack.enter_context(SippHotline(behaviour))
+            say(f"hotline {name!r}: SIPp at {hotline.uri} — {what}")
+            targets.append(TARGET.format(name=name, uri=hotline.uri))
+        config_path = work / "probe.toml"
+        config_path.write_text(CONFIG.format(state_dir=work / "state", mqtt_host=broker.host,
+                                             mqtt_port=broker.port, targets="".join(targets)))
+        say(f"probe config: {config_path}\n")
+        say("central ops subscriber on hotline-probe/v1/# receives:")
+        subscriber = stack.enter_context(
+            Subscriber(broker.host, broker.port, "hotline-probe/v1/#",
+                       on_message=lambda m: say("  " + _one_line(m))))
+        Runner(load_config(config_path), once=True).run()
+        subscriber.wait_for(lambda msgs: sum(m.topic.endswith("/result") for m in msgs)
+                            >= len(HOTLINES), timeout=10)
+        results = [m.json() for m in subscriber.messages if m.topic.endswith("/result")]
+        say("\n" + results_table(results))
+    say(f"\ndemo finished in {time.monotonic() - started:.1f} s; everything it started is "
+        "stopped.")
+    ok = {r["target"]: r["outcome"] for r in results} == {
+        "support": "answered", "sales": "busy", "after-hours": "no_answer"}
+    return 0 if ok else 1
+
+
+def results_table(results: list[dict[str, Any]]) -> str:
+    header = ("target", "outcome", "verdict", "PDD ms", "answer ms", "rang ms", "SIP", "RTP rx",
+              "loss", "jitter ms")
+    rows = [header]
+    for r in results:
+        t, sip, rtp = r["timings_ms"], r["sip"] or {}, r["rtp"] or {}
+        rows.append((r["target"], r["outcome"], "OK" if r["expectations"]["met"] else "FAILED",
+                     _cell(t["post_dial_delay"]), _cell(t["time_to_answer"]),
+                     _cell(t["ring_duration"]), _cell(sip.get("final_code")),
+                     _cell(rtp.get("packets_received")), _cell(rtp.get("loss_ratio")),
+                     _cell(rtp.get("jitter_mean_ms"))))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
+                     for row in rows)
+
+
+def _cell(value: Any) -> str:
+    return "—" if value is None else str(value)
+
+
+def _one_line(message: Message) -> str:
+    leaf = message.topic.rsplit("/", 1)[-1]
+    try:
+        doc = message.json()
+    except ValueError:
+        return f"{message.topic}: {message.payload!r}"
+    if leaf == "result":
+        return (f"{message.topic}: {doc['target']} → {doc['outcome']} "
+                f"(id {doc['id'][:8]}…, {len(json.dumps(doc))} bytes)")
+    retained = " [retained]" if message.retain else ""
+    return f"{message.topic}{retained}: {json.dumps(doc)}"
+
+
+def _printer(out: Any):
+    def say(text: str) -> None:
+        print(text, file=out, flush=True)
+    return say

@@ -1,0 +1,1 @@
+"""Test suite (a package so that ``python -m tests.benchmarks`` works)."""
