@@ -39,6 +39,7 @@ log = logging.getLogger("probe.sip")
 PUMP_MS = 5  # libHandleEvents wait; bounds how late a loop decision can be, not event stamps
 STATS_EVERY_NS = 250_000_000
 HANGUP_GRACE_NS = 10_000_000_000  # after CANCEL/BYE, how long to wait for the call to end
+WAV_CLOSE_WAIT_NS = 2_000_000_000  # after dropping the recorder, how long to wait for the WAV
 
 
 def pjproject_version() -> str:
@@ -401,10 +402,26 @@ class SipDialer:
             while not call.record.has(Ev.END) and time.monotonic_ns() < deadline:
                 self._pump()
         recorder = call.recorder
+        wav = call.recorder_path if recorder is not None else None
         call.recorder = None
         del recorder
         del call
         gc.collect()
+        if wav is not None:
+            self._wait_wav_closed(wav)
+
+    def _wait_wav_closed(self, path: Path) -> None:
+        """Wait until the recorder has written the WAV's final sizes.
+
+        pjproject >= 2.14 removes a conference port (and so closes the WAV writer, which fills
+        in the RIFF and data lengths last) asynchronously on the media clock thread: right after
+        the recorder is dropped the file may still have a zero-length header."""
+        deadline = time.monotonic_ns() + WAV_CLOSE_WAIT_NS
+        while not _wav_complete(path):
+            if time.monotonic_ns() >= deadline:
+                log.warning("recording %s not finalised by the media thread", path)
+                return
+            self._pump()
 
     def _pump(self) -> None:
         assert self._ep is not None
@@ -413,6 +430,21 @@ class SipDialer:
     def _check_thread(self) -> None:
         if self._owner is not threading.current_thread():
             raise DialerError("SipDialer used from a thread that does not own the endpoint")
+
+
+def _wav_complete(path: Path) -> bool:
+    """True once pjmedia's WAV writer has closed ``path``: its RIFF and data lengths agree with
+    a 44-byte PCM header (both are zero until then).  A missing file has nothing to wait for."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(44)
+    except OSError:
+        return True
+    if len(header) < 44:
+        return False
+    riff_len = int.from_bytes(header[4:8], "little")
+    data_len = int.from_bytes(header[40:44], "little")
+    return riff_len != 0 and data_len == riff_len - 36
 
 
 def _received(event: pj.SipEvent) -> bool:

@@ -33,13 +33,14 @@ def percentile(sorted_values: Sequence[float], pct: float) -> float:
     return sorted_values[rank - 1]
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
-    """A plain text table: first column left-aligned, the others right-aligned."""
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ",
+          left: int = 1) -> str:
+    """A plain text table: the first ``left`` columns left-aligned, the others right-aligned."""
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
 
     def line(cells: Sequence[str]) -> str:
-        out = [str(cells[0]).ljust(widths[0])]
-        out += [str(c).rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        out = [str(c).ljust(w) if i < left else str(c).rjust(w)
+               for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
         return indent + "  ".join(out).rstrip()
 
     rule = indent + "  ".join("-" * w for w in widths)

@@ -1,0 +1,178 @@
+"""`probe run` end to end: SIPp hotline → the probe's process → a real mosquitto → a subscriber."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from probe.config import Target
+from probe.result import validate_result
+from probe.runner import Slot, next_boot_count, plan, prune_audio, reschedule
+from probe.sim.broker import LocalBroker, Subscriber
+from probe.sim.hotline import HotlineBehaviour, SippHotline
+
+
+def write_config(tmp_path: Path, broker: LocalBroker, uri: str, *, hold_s: float = 1,
+                 interval_s: int = 30) -> Path:
+    path = tmp_path / "probe.toml"
+    path.write_text(f"""
+[probe]
+id = "p-17"
+site = "Test branch"
+state_dir = "{tmp_path / 'state'}"
+[mqtt]
+host = "{broker.host}"
+port = {broker.port}
+keepalive_s = 5
+[sip]
+local_address = "127.0.0.1"
+local_port = 0
+rtp_port = 0
+[[targets]]
+name = "support"
+sip_uri = "{uri}"
+channels = ["sip"]
+interval_s = {interval_s}
+[targets.expect]
+hold_s = {hold_s}
+""")
+    return path
+
+
+def start_probe(config: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "probe", "run", "-c", str(config), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def statuses(sub: Subscriber) -> list[dict]:
+    return [m.json() for m in sub.messages if m.topic == "hotline-probe/v1/p-17/status"]
+
+
+@pytest.mark.slow
+def test_run_once_publishes_result_and_status(tmp_path: Path, broker: LocalBroker) -> None:
+    with SippHotline(HotlineBehaviour(pdd_ms=200, ring_ms=500), calls=2) as hotline, \
+            Subscriber(broker.host, broker.port, "hotline-probe/v1/#") as sub:
+        config = write_config(tmp_path, broker, hotline.uri)
+        for boot in (1, 2):
+            proc = start_probe(config, "--once")
+            _, err = proc.communicate(timeout=30)
+            assert proc.returncode == 0, err
+            assert "Assertion" not in err
+            sub.wait_for(lambda msgs, b=boot: sum(
+                m.topic.endswith("/result") for m in msgs) == b, timeout=5)
+            sub.wait_for(lambda msgs, b=boot: {"state": "offline", "boot": b,
+                                                "reason": "stopped"} in statuses(sub), timeout=5)
+        assert hotline.wait(5) == 0
+
+    results = [m for m in sub.messages if m.topic.endswith("/result")]
+    for message in results:
+        assert not message.retain
+        doc = message.json()
+        validate_result(doc)
+        assert (doc["probe_id"], doc["site"], doc["target"]) == ("p-17", "Test branch", "support")
+        assert doc["outcome"] == "answered"
+    assert len({m.json()["id"] for m in results}) == 2
+    online = [s for s in statuses(sub) if s["state"] == "online"]
+    assert [s["boot"] for s in online] == [1, 2]
+
+    # The broker keeps the last status for whoever subscribes later.
+    with Subscriber(broker.host, broker.port, "hotline-probe/v1/p-17/status") as late:
+        late.wait_for(lambda msgs: len(msgs) == 1, timeout=5)
+        assert late.messages[0].retain
+        assert late.messages[0].json() == {"state": "offline", "boot": 2, "reason": "stopped"}
+
+
+@pytest.mark.slow
+def test_last_will_when_the_probe_is_killed_mid_call(tmp_path: Path, broker: LocalBroker) -> None:
+    with SippHotline(HotlineBehaviour(pdd_ms=100, ring_ms=100)) as hotline, \
+            Subscriber(broker.host, broker.port, "hotline-probe/v1/p-17/status") as sub:
+        proc = start_probe(write_config(tmp_path, broker, hotline.uri, hold_s=30))
+        try:
+            sub.wait_for(lambda msgs: any(m.json()["state"] == "online" for m in msgs), 15)
+            wav_dir = tmp_path / "state" / "audio"
+            # Kill while the call is up: the recording has started.
+            _wait(lambda: any(wav_dir.glob("*.wav")), 10)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(5)
+        finally:
+            proc.kill()
+            proc.communicate()
+        sub.wait_for(lambda msgs: msgs[-1].json()["state"] == "offline", timeout=10)
+        last = sub.messages[-1]
+        assert last.retain
+        assert last.json() == {"state": "offline", "boot": 1, "reason": "connection lost"}
+
+
+@pytest.mark.slow
+def test_sigterm_between_calls_stops_cleanly(tmp_path: Path, broker: LocalBroker) -> None:
+    with SippHotline(HotlineBehaviour(pdd_ms=100, ring_ms=100)) as hotline, \
+            Subscriber(broker.host, broker.port, "hotline-probe/v1/#") as sub:
+        proc = start_probe(write_config(tmp_path, broker, hotline.uri, hold_s=0.5))
+        sub.wait_for(lambda msgs: any(m.topic.endswith("/result") for m in msgs), timeout=20)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0, err
+        sub.wait_for(lambda msgs: {"state": "offline", "boot": 1, "reason": "stopped"}
+                     in statuses(sub), timeout=5)
+
+
+def test_missed_slots_are_skipped_not_piled_up() -> None:
+    target = Target("t", "sip:a@b", None, ("sip",), interval_s=60)
+    slot = Slot(target, "sip", due=1000.0)
+    reschedule(slot, now=1010.0)  # the call took 10 s: next slot on the grid
+    assert slot.due == 1060.0
+    reschedule(slot, now=1310.0)  # busy for minutes: skip the missed slots, keep the grid
+    assert slot.due == 1360.0
+    reschedule(slot, now=1360.0)  # a slot due exactly now is still in the past once taken
+    assert slot.due == 1420.0
+
+
+def test_plan_covers_every_target_and_channel() -> None:
+    a = Target("a", "sip:a@b", "+331", ("sip", "gsm"))
+    b = Target("b", "sip:b@b", None, ("sip",))
+    assert [(s.target.name, s.channel) for s in plan((a, b), 5.0)] == [
+        ("a", "sip"), ("a", "gsm"), ("b", "sip")]
+
+
+def test_boot_counter_survives_restarts(tmp_path: Path) -> None:
+    assert [next_boot_count(tmp_path) for _ in range(3)] == [1, 2, 3]
+    (tmp_path / "boot_count").write_text("garbage")
+    assert next_boot_count(tmp_path) == 1
+
+
+def test_prune_audio_keeps_the_newest(tmp_path: Path) -> None:
+    import os
+
+    for i in range(5):
+        wav = tmp_path / f"{i}.wav"
+        wav.write_bytes(b"RIFF")
+        os.utime(wav, (1000 + i, 1000 + i))
+    assert prune_audio(tmp_path, keep=2) == 3
+    assert sorted(p.name for p in tmp_path.glob("*.wav")) == ["3.wav", "4.wav"]
+
+
+def test_run_reports_a_bad_config_and_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[probe]\nid = "p"\nsite = "s"\n[[targets]]\nname = "t"\nchannels = ["sip"]\n'
+                   'sip_uri = "sip:a@b"\ninterval_s = "often"\n')
+    proc = subprocess.run([sys.executable, "-m", "probe", "run", "-c", str(bad)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "targets[0].interval_s" in proc.stderr
+    assert "targets[0].sip_uri" not in proc.stderr
+    assert "sip: missing" in proc.stderr  # a sip channel needs a [sip] account
+
+
+def _wait(predicate, timeout: float) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(json.dumps({"waited_s": timeout}))
+        time.sleep(0.05)
