@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -71,7 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the schedule and publish results (the daemon)")
     with_config(run)
     run.add_argument("--once", action="store_true",
-                     help="call every target over every channel once, then stop")
+                     help="call every target over every channel once, publish, then stop")
+    run.add_argument("--log-format", choices=("json", "text"),
+                     default="text" if sys.stdout.isatty() else "json",
+                     help="log lines on stdout: JSON for journald (default when not a terminal)")
     run.set_defaults(func=cmd_run)
 
     schema = sub.add_parser("schema", help="print the result JSON Schema")
@@ -120,13 +122,11 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from probe.config import load_config
-    from probe.runner import Runner
+    from probe.daemon import run_daemon
+    from probe.logs import configure_logging
 
-    runner = Runner(load_config(args.config), once=args.once)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: runner.stop())
-    return runner.run()
+    configure_logging(args.log_format, verbose=args.verbose)
+    return run_daemon(args.config, once=args.once)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

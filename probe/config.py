@@ -71,6 +71,13 @@ class ProbeIdentity:
 
 
 @dataclass(frozen=True)
+class MqttTls:
+    ca_file: Path  # the CA that signed the broker's certificate
+    cert_file: Path  # this probe's client certificate (CN = probe id)
+    key_file: Path  # its private key (keep it 0600)
+
+
+@dataclass(frozen=True)
 class MqttConfig:
     host: str
     port: int = 1883
@@ -78,6 +85,10 @@ class MqttConfig:
     username: str | None = None
     password: Secret | None = None
     session_expiry_s: int = 86400
+    tls: MqttTls | None = None  # [mqtt.tls]: always verified; there is no "insecure" switch
+    outbox_max_results: int = 10_000
+    outbox_max_mib: int = 50
+    drain_rate_per_s: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -233,7 +244,12 @@ def _probe(t: _Table, ctx: _Context) -> ProbeIdentity | None:
 
 
 def _mqtt(t: _Table, ctx: _Context) -> MqttConfig:
-    t.allow("host", "port", "keepalive_s", "username", *secret_keys(), "session_expiry_s")
+    t.allow("host", "port", "keepalive_s", "username", *secret_keys(), "session_expiry_s", "tls",
+            "outbox_max_results", "outbox_max_mib", "drain_rate_per_s")
+    tls = None
+    if t.has("tls"):
+        section = t.section("tls", "[mqtt.tls]")
+        tls = _mqtt_tls(section, ctx) if section else None
     mqtt = MqttConfig(
         host=t.get("host", _host, required=True),
         port=t.get("port", _int(1, 65535), 1883),
@@ -241,9 +257,35 @@ def _mqtt(t: _Table, ctx: _Context) -> MqttConfig:
         username=t.get("username", _string(), None),
         password=t.secret("password", ctx),
         session_expiry_s=t.get("session_expiry_s", _int(0, 2**32 - 1, "seconds"), 86400),
+        tls=tls,
+        outbox_max_results=t.get("outbox_max_results", _int(10, 10_000_000, "results"), 10_000),
+        outbox_max_mib=t.get("outbox_max_mib", _int(1, 100_000, "MiB"), 50),
+        drain_rate_per_s=t.get("drain_rate_per_s", _number(0, 10_000, "messages per second",
+                                                           exclusive_low=True), 20.0),
     )
     _require_username(t, "password", "password_file", "password_env")
     return mqtt
+
+
+def _mqtt_tls(t: _Table, ctx: _Context) -> MqttTls:
+    t.allow("ca_file", "cert_file", "key_file")
+    files = {key: t.get(key, _readable_file(ctx.base_dir), required=True)
+             for key in ("ca_file", "cert_file", "key_file")}
+    return MqttTls(**files)
+
+
+def _readable_file(base_dir: Path) -> Check:
+    as_path = _path(base_dir)
+
+    def check(value: Any) -> Path:
+        path = as_path(value)
+        if not path.is_file():
+            raise _Bad(f"no such file: {path}")
+        if not os.access(path, os.R_OK):
+            raise _Bad(f"not readable by this user: {path}")
+        return path
+
+    return check
 
 
 def _require_username(t: _Table, *needing: str) -> None:

@@ -18,8 +18,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from probe.config import load_config
-from probe.runner import Runner
+from probe.daemon import Daemon
 from probe.sim.broker import LocalBroker, Message, Subscriber
 from probe.sim.hotline import NEVER_ANSWER, HotlineBehaviour, SippHotline
 
@@ -81,7 +80,7 @@ def run_demo(out: Any = None) -> int:
         subscriber = stack.enter_context(
             Subscriber(broker.host, broker.port, "hotline-probe/v1/#",
                        on_message=lambda m: say("  " + _one_line(m))))
-        Runner(load_config(config_path), once=True).run()
+        Daemon(str(config_path), once=True).run()
         subscriber.wait_for(lambda msgs: sum(m.topic.endswith("/result") for m in msgs)
                             >= len(HOTLINES), timeout=10)
         results = [m.json() for m in subscriber.messages if m.topic.endswith("/result")]
@@ -123,6 +122,11 @@ def _one_line(message: Message) -> str:
         return (f"{message.topic}: {doc['target']} → {doc['outcome']} "
                 f"(id {doc['id'][:8]}…, {len(json.dumps(doc))} bytes)")
     retained = " [retained]" if message.retain else ""
+    if leaf == "health":
+        outbox = doc["outbox"]
+        channels = ", ".join(f"{name} {c['state']}" for name, c in doc["channels"].items())
+        return (f"{message.topic}{retained}: outbox {outbox['count']} waiting, "
+                f"{outbox['dropped']} dropped; {channels}; clock synced: {doc['clock_synced']}")
     return f"{message.topic}{retained}: {json.dumps(doc)}"
 
 

@@ -35,6 +35,7 @@ class Outcome(StrEnum):
     AUTH_FAILED = "auth_failed"  # 401/407 as final, or 403 to our credentials
     UNREACHABLE = "unreachable"  # nothing came back from the network (timeout, transport error)
     FAILED = "failed"  # the probe itself could not place the call
+    ABORTED = "aborted"  # the probe stopped the call before it ended (shutdown): not a verdict
 
 
 BUSY_CODES = {486, 600}
@@ -48,6 +49,8 @@ def classify(record: CallRecord) -> Outcome:
     hangup = record.first(Ev.HANGUP)
     if hangup is not None and hangup.reason == "max_ring":
         return Outcome.NO_ANSWER
+    if hangup is not None and hangup.reason == "aborted":
+        return Outcome.ABORTED
     end = record.first(Ev.END)
     if hangup is not None and hangup.reason == "no_progress":
         return Outcome.UNREACHABLE if not _progressed(record) else Outcome.NO_ANSWER

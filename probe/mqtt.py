@@ -42,6 +42,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from probe.errors import ProbeError
 
@@ -109,8 +110,10 @@ class Delivery:
     ``ref`` is the caller's own tag (an outbox row id), carried untouched.
     """
 
-    def __init__(self, topic: str, payload: bytes, qos: int, retain: bool, ref: Any = None) -> None:
+    def __init__(self, topic: str, payload: bytes, qos: int, retain: bool, ref: Any = None,
+                 properties: Properties | None = None) -> None:
         self.topic = topic
+        self.properties = properties
         self.payload = payload
         self.qos = qos
         self.retain = retain
@@ -190,6 +193,8 @@ class Publisher:
         tls: ssl.SSLContext | None = None,
         on_delivery: Callable[[Delivery], None] | None = None,
         reconnect_delay_s: tuple[float, float] = (1.0, 30.0),
+        subscriptions: tuple[str, ...] = (),
+        on_message: Callable[[str, bytes, Properties | None], None] | None = None,
     ) -> None:
         self.probe_id = probe_id
         self.boot_count = boot_count
@@ -197,6 +202,9 @@ class Publisher:
         self.port = port
         self._status_topic = topic(probe_id, STATUS)
         self._on_delivery = on_delivery
+        # Leaves under our own tree (e.g. "cmd/+"), subscribed again on every connect.
+        self._subscriptions = [f"{TOPIC_ROOT}/{probe_id}/{leaf}" for leaf in subscriptions]
+        self._on_message = on_message
         self._min_delay, self._max_delay = reconnect_delay_s
 
         factory = client_factory or paho.Client
@@ -224,6 +232,7 @@ class Publisher:
         client.on_connect = self._paho_on_connect
         client.on_disconnect = self._paho_on_disconnect
         client.on_publish = self._paho_on_publish
+        client.on_message = self._paho_on_message
         self._client = client
 
         # Shared with callers (thread-safe on their own, or under _lock).
@@ -245,6 +254,7 @@ class Publisher:
         self._close_deadline: float | None = None
         self._close_reason = ""
         self._offline_sent = False
+        self.last_beat = time.monotonic()  # the network thread is alive (for the watchdog)
 
         log.info(
             "publishing as %s to %s:%s%s (boot %d)",
@@ -269,6 +279,7 @@ class Publisher:
         qos: int = 1,
         retain: bool = False,
         ref: Any = None,
+        properties: Properties | None = None,
     ) -> Delivery:
         """Queue a message for ``hotline-probe/v1/<probe-id>/<leaf>`` and return its Delivery.
 
@@ -277,7 +288,8 @@ class Publisher:
         """
         if qos not in (0, 1):
             raise ValueError(f"qos must be 0 or 1, not {qos!r}")
-        delivery = Delivery(topic(self.probe_id, leaf), encode_payload(payload), qos, retain, ref)
+        delivery = Delivery(topic(self.probe_id, leaf), encode_payload(payload), qos, retain, ref,
+                            properties)
         self._submit("publish", delivery)
         return delivery
 
@@ -344,6 +356,10 @@ class Publisher:
     def _paho_on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         self._events.append(("puback", mid, reason_code.value, str(reason_code)))
 
+    def _paho_on_message(self, client, userdata, message) -> None:
+        self._events.append(("message", message.topic, bytes(message.payload),
+                             getattr(message, "properties", None)))
+
     # -- network thread -------------------------------------------------------------------------
     #
     #   callers ──put──▶ _commands ──┐        ┌──▶ paho.publish / disconnect
@@ -356,6 +372,7 @@ class Publisher:
     def _run(self) -> None:
         try:
             while True:
+                self.last_beat = time.monotonic()
                 self._take_commands()
                 self._handle_events()
                 if self._close_deadline is not None and self._close_finished():
@@ -412,6 +429,11 @@ class Publisher:
                     log.warning("connection to %s:%s lost: %s", self.host, self.port, name)
             elif event[0] == "puback":
                 self._handle_puback(*event[1:])
+            elif event[0] == "message" and self._on_message is not None:
+                try:
+                    self._on_message(*event[1:])
+                except Exception:
+                    log.exception("message handler failed for %s", event[1])
 
     def _handle_connack(self, code: int, name: str, session_present: bool) -> None:
         if code >= _FIRST_FAILURE_CODE:
@@ -425,6 +447,8 @@ class Publisher:
         log.info("connected to %s:%s (session present: %s)", self.host, self.port, session_present)
         if self._close_deadline is None:
             self._send_internal(self._status_payload("online", since=_rfc3339_utc_ms()))
+            for subscription in self._subscriptions:
+                self._client.subscribe(subscription, options=SubscribeOptions(qos=1))
             self._flush_backlog()
         else:
             self._flush_backlog()
@@ -460,7 +484,8 @@ class Publisher:
 
     def _send(self, delivery: Delivery) -> None:
         info = self._client.publish(
-            delivery.topic, delivery.payload, qos=delivery.qos, retain=delivery.retain
+            delivery.topic, delivery.payload, qos=delivery.qos, retain=delivery.retain,
+            properties=delivery.properties,
         )
         delivery.mid = info.mid
         # NO_CONN: the connection dropped under us; paho keeps the message and resends it on the

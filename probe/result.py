@@ -45,7 +45,8 @@ def rfc3339(wall_ns: int) -> str:
 
 
 def build_result(record: CallRecord, expect: Expectations, probe: ProbeIdentity,
-                 *, result_id: str | None = None) -> dict[str, Any]:
+                 *, result_id: str | None = None, clock_synced: bool | None = None
+                 ) -> dict[str, Any]:
     outcome = classify(record)
     t = timings(record)
     verdict = judge(outcome, t, record, expect)
@@ -63,6 +64,9 @@ def build_result(record: CallRecord, expect: Expectations, probe: ProbeIdentity,
         "destination": record.destination,
         "started_at": rfc3339(record.wall_ns + t0 - record.mono_ns),
         "ended_at": rfc3339(record.wall_ns + (end.t_ns if end else t0) - record.mono_ns),
+        # False: the wall clock was not NTP-synchronised, so started_at/ended_at may be wrong
+        # (durations are not affected: they come from the monotonic clock).
+        "clock_synced": clock_synced,
         "outcome": str(outcome),
         "expectations": _expectations(verdict),
         "timings_ms": _timings(t),

@@ -1,25 +1,21 @@
-"""Wiring: one test call end to end (dial → measure → result), and the run loop around it.
+"""Wiring: one test call end to end (dial → measure → result), and the state directory.
 
-``run_call`` is what ``probe call`` does; ``Runner`` is what ``probe run`` does: every target and
-channel at its interval, results published to MQTT as they come.  This thread owns the SIP
-endpoint; the publisher owns the paho client on its own thread.
+``run_call`` is what ``probe call`` does, and what each channel worker of the daemon
+(``probe.daemon``) does for every scheduled call.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
-import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from probe.clock import clock_synced
 from probe.config import Config, Target
 from probe.dial.sip import SipDialer
 from probe.errors import ConfigError, DialerError
-from probe.mqtt import Publisher
 from probe.result import build_result, validate_result
 
 log = logging.getLogger("probe.run")
@@ -66,7 +62,8 @@ def run_call(config: Config, target: Target, channel: str, dialer: SipDialer | N
     record = dialer.call(target.sip_uri, target.expect, target=target.name,
                          audio_path=audio_dir / f"{result_id}.wav", dtmf=target.dtmf,
                          dtmf_after_s=target.dtmf_after_s)
-    doc = build_result(record, target.expect, config.probe, result_id=result_id)
+    doc = build_result(record, target.expect, config.probe, result_id=result_id,
+                       clock_synced=clock_synced())
     validate_result(doc)
     return doc
 
@@ -82,89 +79,3 @@ def next_boot_count(state_dir: Path) -> int:
     tmp.write_text(f"{count}\n")
     os.replace(tmp, path)
     return count
-
-
-@dataclass
-class Slot:
-    target: Target
-    channel: str
-    due: float  # monotonic seconds
-
-
-def plan(targets: tuple[Target, ...], now: float) -> list[Slot]:
-    """Every (target, channel) pair, first due now, in configuration order."""
-    return [Slot(t, c, now) for t in targets for c in t.channels]
-
-
-def reschedule(slot: Slot, now: float) -> None:
-    """Next due time on the slot's own grid; slots missed while busy are skipped, not piled up."""
-    interval = slot.target.interval_s
-    slot.due += interval
-    if slot.due <= now:
-        missed = int((now - slot.due) // interval) + 1
-        slot.due += missed * interval
-
-
-class Runner:
-    """``probe run``: places the scheduled calls and publishes every result."""
-
-    def __init__(self, config: Config, *, once: bool = False) -> None:
-        self.config = config
-        self.once = once
-        self.stopping = threading.Event()
-        self.results: list[dict[str, Any]] = []
-
-    def stop(self) -> None:
-        self.stopping.set()
-
-    def run(self) -> int:
-        config = self.config
-        audio_dir = prepare_state_dir(config)
-        boot = next_boot_count(config.probe.state_dir)
-        publisher = _publisher(config, boot)
-        dialer = start_sip_dialer(config)
-        log.info("probe %s started (boot %d, %d targets)", config.probe.id, boot,
-                 len(config.targets))
-        try:
-            slots = plan(config.targets, time.monotonic())
-            while slots and not self.stopping.is_set():
-                slot = min(slots, key=lambda s: s.due)
-                if self.stopping.wait(max(0.0, slot.due - time.monotonic())):
-                    break
-                self._one(slot, dialer, audio_dir, publisher)
-                if self.once:
-                    slots.remove(slot)
-                else:
-                    reschedule(slot, time.monotonic())
-        finally:
-            if dialer is not None:
-                dialer.close()
-            if publisher is not None:
-                publisher.close(timeout=10.0, reason="stopped")
-        return 0
-
-    def _one(self, slot: Slot, dialer: SipDialer | None, audio_dir: Path,
-             publisher: Publisher | None) -> None:
-        try:
-            doc = run_call(self.config, slot.target, slot.channel, dialer, audio_dir)
-        except DialerError as exc:
-            log.error("test call to %s over %s not placed: %s", slot.target.name, slot.channel,
-                      exc)
-            return
-        self.results.append(doc)
-        log.info("%s/%s: %s (pdd %s ms, answer %s ms) id=%s", slot.target.name, slot.channel,
-                 doc["outcome"], doc["timings_ms"]["post_dial_delay"],
-                 doc["timings_ms"]["time_to_answer"], doc["id"])
-        if publisher is not None:
-            publisher.publish("result", doc)
-        prune_audio(audio_dir)
-
-
-def _publisher(config: Config, boot: int) -> Publisher | None:
-    m = config.mqtt
-    if m is None:
-        return None
-    return Publisher(probe_id=config.probe.id, host=m.host, port=m.port,
-                     keepalive_s=m.keepalive_s, username=m.username,
-                     password=m.password.reveal() if m.password else None,
-                     session_expiry_s=m.session_expiry_s, boot_count=boot)

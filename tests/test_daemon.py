@@ -12,7 +12,8 @@ import pytest
 
 from probe.config import Target
 from probe.result import validate_result
-from probe.runner import Slot, next_boot_count, plan, prune_audio, reschedule
+from probe.runner import next_boot_count, prune_audio
+from probe.schedule import Slot, plan, reschedule
 from probe.sim.broker import LocalBroker, Subscriber
 from probe.sim.hotline import HotlineBehaviour, SippHotline
 
@@ -123,7 +124,7 @@ def test_sigterm_between_calls_stops_cleanly(tmp_path: Path, broker: LocalBroker
 
 def test_missed_slots_are_skipped_not_piled_up() -> None:
     target = Target("t", "sip:a@b", None, ("sip",), interval_s=60)
-    slot = Slot(target, "sip", due=1000.0)
+    slot = Slot(target, "sip", grid=1000.0)
     reschedule(slot, now=1010.0)  # the call took 10 s: next slot on the grid
     assert slot.due == 1060.0
     reschedule(slot, now=1310.0)  # busy for minutes: skip the missed slots, keep the grid

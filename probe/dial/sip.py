@@ -132,8 +132,14 @@ class _Call(pj.Call):
         tsx = tsx_event.tsx
         if tsx.method == "INVITE" and tsx.role == pj.PJSIP_ROLE_UAC:
             if tsx_event.type == pj.PJSIP_EVENT_TX_MSG and tsx.state == pj.PJSIP_TSX_STATE_CALLING:
-                self.record.add(Ev.DIAL, now, attempt=sum(
-                    1 for e in self.record.events if e.kind == Ev.DIAL) + 1)
+                attempt = sum(1 for e in self.record.events if e.kind == Ev.DIAL) + 1
+                # pjsua never reports the 401/407 it answers itself (it re-sends the INVITE with
+                # credentials inside the response's processing): the re-sent INVITE tells.
+                challenge = _answers_challenge(tsx_event) if attempt > 1 else None
+                if challenge is not None and not self.record.has(Ev.CHALLENGE):
+                    self.record.add(Ev.CHALLENGE, now, challenge, None)
+                    self.final_from_network = True
+                self.record.add(Ev.DIAL, now, attempt=attempt)
             elif tsx_event.type == pj.PJSIP_EVENT_RX_MSG:
                 code, reason = tsx.statusCode, tsx.statusText
                 if 100 <= code < 200:
@@ -206,6 +212,8 @@ class SipDialer:
         self._account: _Account | None = None
         self._transport_id: int | None = None
         self._log_writer = _LogWriter()  # pjsua2 keeps a raw pointer: we keep the object
+        self._abort = threading.Event()  # set from any thread: hang up the current call now
+        self.last_beat = time.monotonic()  # the owning thread is alive (for the watchdog)
         self.version = ""
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -370,6 +378,8 @@ class SipDialer:
                     self._send_dtmf(call, dtmf)
                 if now - answer.t_ns >= hold_ns:
                     why = "hold_done"
+            if self._abort.is_set():
+                why = "aborted"
             if why is not None:
                 record.rtp = call.sample_rtp() or record.rtp  # the stream dies with the call
                 hangup_at = time.monotonic_ns()
@@ -423,13 +433,32 @@ class SipDialer:
                 return
             self._pump()
 
+    def abort(self) -> None:
+        """Hang up the call in progress as soon as possible (thread-safe; e.g. at shutdown)."""
+        self._abort.set()
+
     def _pump(self) -> None:
         assert self._ep is not None
         self._ep.libHandleEvents(PUMP_MS)
+        self.last_beat = time.monotonic()
 
     def _check_thread(self) -> None:
         if self._owner is not threading.current_thread():
             raise DialerError("SipDialer used from a thread that does not own the endpoint")
+
+
+def _answers_challenge(tsx_event: pj.TsxStateEvent) -> int | None:
+    """401 or 407 when the INVITE being sent carries credentials for that challenge."""
+    try:
+        message = tsx_event.src.tdata.wholeMsg
+    except (AttributeError, pj.Error):
+        return None
+    headers = message.split("\r\n\r\n", 1)[0].lower()
+    if "\nproxy-authorization:" in headers:
+        return 407
+    if "\nauthorization:" in headers:
+        return 401
+    return None
 
 
 def _wav_complete(path: Path) -> bool:

@@ -1,0 +1,37 @@
+"""Is the wall clock trustworthy?  A Raspberry Pi has no RTC: until NTP syncs, it boots with the
+time it last saved (or 1970), certificates look "not yet valid" and timestamps are wrong.
+
+``clock_synced()`` asks the kernel (``adjtimex``: ``TIME_ERROR`` means unsynchronised, which is
+what the kernel reports until an NTP client such as systemd-timesyncd has disciplined the clock)
+and refuses any time before this release was built.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import time
+
+TIME_ERROR = 5  # adjtimex(2) return value: clock not synchronised
+#: 2026-01-01T00:00:00Z: no correct clock running this release can be earlier.
+EARLIEST_SANE_EPOCH = 1_767_225_600
+
+
+def kernel_says_synced() -> bool | None:
+    """True/False from adjtimex(2); None where it cannot be asked (not Linux)."""
+    path = ctypes.util.find_library("c")
+    if path is None:
+        return None
+    libc = ctypes.CDLL(path, use_errno=True)
+    timex = ctypes.create_string_buffer(512)  # struct timex, modes = 0: read only
+    state = libc.adjtimex(timex)
+    if state < 0:
+        return None
+    return state != TIME_ERROR
+
+
+def clock_synced(now: float | None = None) -> bool:
+    now = time.time() if now is None else now
+    if now < EARLIEST_SANE_EPOCH:
+        return False
+    return kernel_says_synced() is not False

@@ -1,0 +1,473 @@
+"""``probe run``: the daemon.  Threads, each owning one thing, talking over queues:
+
+=================  ==========================================================================
+main thread        signals (SIGTERM/SIGINT stop, SIGHUP reload), systemd notify + watchdog,
+                   the health record
+``sched``          :mod:`probe.schedule`: hands due (target, channel) jobs to channel workers
+``worker[sip]``    owns the pjsua2 endpoint; one call at a time (likewise one per modem)
+``probe.forwarder``  durable outbox (SQLite) → publisher, in order, rate-limited
+``probe.mqtt[..]``   owns the paho client (results, status, health, commands)
+=================  ==========================================================================
+
+Every result is committed to the outbox before anything tries to publish it.  The systemd
+watchdog is pinged only while every thread has shown a heartbeat recently, so a hung worker gets
+the daemon restarted instead of silently testing nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from probe import __version__
+from probe.clock import clock_synced
+from probe.commands import CommandHandler
+from probe.config import Config, Target, load_config
+from probe.errors import ConfigError, DialerError, ProbeError
+from probe.forwarder import Forwarder
+from probe.mqtt import Publisher
+from probe.outbox import Outbox
+from probe.runner import next_boot_count, prepare_state_dir, prune_audio, run_call
+from probe.schedule import Slot, due_slots, plan, reschedule
+from probe.systemd import Notifier
+from probe.tls import tls_context
+
+log = logging.getLogger("probe.daemon")
+
+HEARTBEAT_STALE_S = 60.0  # a thread silent for longer than this stops the watchdog pings
+HEALTH_EVERY_S = 60.0
+DIALER_RETRY_S = 30.0  # a dialer that failed to start is retried this often
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Dialer(Protocol):
+    last_beat: float
+
+    def abort(self) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class Job:
+    target: Target
+    channel: str
+    reason: str = "schedule"  # or "command"
+    reply: Callable[[dict[str, Any]], None] | None = None  # for "run now" commands
+
+
+@dataclass
+class ChannelState:
+    """What the health record says about one channel."""
+
+    state: str = "starting"  # starting | idle | calling | error
+    error: str | None = None
+    last_call: dict[str, Any] | None = None
+    last_success: dict[str, Any] | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+class ChannelWorker:
+    """One thread per line (the SIP endpoint, each modem): calls strictly one at a time.
+
+    The thread builds its dialer itself, so it owns it (pjsua2 requires this); a dialer that
+    fails to start is reported in the health record and retried, never fatal.
+    """
+
+    def __init__(self, channel: str, make_dialer: Callable[[], Dialer | None],
+                 place_call: Callable[[Job, Any], dict[str, Any]],
+                 on_result: Callable[[Job, dict[str, Any]], None]) -> None:
+        self.channel = channel
+        self.make_dialer = make_dialer
+        self.place_call = place_call
+        self.on_result = on_result
+        self.jobs: queue.Queue[Job] = queue.Queue()
+        self.state = ChannelState()
+        self.stopping = threading.Event()
+        self.busy = threading.Event()
+        self.dialer: Dialer | None = None
+        self.last_beat = time.monotonic()
+        self.thread = threading.Thread(target=self._run, name=f"worker[{channel}]", daemon=True)
+
+    @property
+    def beat(self) -> float:
+        dialer_beat = self.dialer.last_beat if self.dialer is not None else 0.0
+        return max(self.last_beat, dialer_beat)
+
+    def idle(self) -> bool:
+        return not self.busy.is_set() and self.jobs.empty()
+
+    def start(self) -> ChannelWorker:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Abort the call in progress (it is hung up and still recorded) and end the thread."""
+        self.stopping.set()
+        if self.dialer is not None and self.busy.is_set():
+            self.dialer.abort()
+
+    def join(self, timeout: float) -> None:
+        self.thread.join(timeout)
+
+    def _run(self) -> None:
+        next_try = 0.0
+        try:
+            while not self.stopping.is_set():
+                self.last_beat = time.monotonic()
+                if self.dialer is None and time.monotonic() >= next_try:
+                    next_try = time.monotonic() + DIALER_RETRY_S
+                    self._start_dialer()
+                try:
+                    job = self.jobs.get(timeout=1.0)
+                except queue.Empty:
+                    continue
+                if self.stopping.is_set():
+                    break
+                self._call(job)
+        finally:
+            if self.dialer is not None:
+                self.dialer.close()
+                self.dialer = None
+
+    def _start_dialer(self) -> None:
+        try:
+            self.dialer = self.make_dialer()
+        except (DialerError, ProbeError, OSError) as exc:
+            self.state.state, self.state.error = "error", str(exc)
+            log.error("%s dialer cannot start: %s (retrying in %.0f s)", self.channel, exc,
+                      DIALER_RETRY_S)
+            return
+        self.state.state, self.state.error = "idle", None
+        facts = getattr(self.dialer, "registration", None)
+        account = getattr(self.dialer, "account_config", None)
+        if facts is not None and account is not None and account.registrar:
+            self.state.facts["registration"] = {"code": facts.code, "reason": facts.reason}
+
+    def _call(self, job: Job) -> None:
+        if self.dialer is None:
+            reason = self.state.error or "dialer not started"
+            log.error("%s/%s not called: %s", job.target.name, self.channel, reason)
+            if job.reply:
+                job.reply({"ok": False, "reason": f"{self.channel} dialer unavailable: {reason}"})
+            return
+        self.busy.set()
+        self.state.state = "calling"
+        try:
+            doc = self.place_call(job, self.dialer)
+        except (DialerError, ProbeError) as exc:
+            self.state.state, self.state.error = "error", str(exc)
+            log.error("%s/%s call failed in the probe: %s", job.target.name, self.channel, exc)
+            if job.reply:
+                job.reply({"ok": False, "reason": str(exc)})
+            return
+        finally:
+            self.busy.clear()
+        self.state.state, self.state.error = "idle", None
+        summary = {"at": doc["started_at"], "target": doc["target"], "outcome": doc["outcome"],
+                   "met": doc["expectations"]["met"], "id": doc["id"]}
+        self.state.last_call = summary
+        if doc["expectations"]["met"]:
+            self.state.last_success = summary
+        self.on_result(job, doc)
+        if job.reply:
+            job.reply({"ok": True, "result": summary})
+
+
+class Scheduler:
+    """Hands due jobs to idle workers; a busy worker's slot waits, a missed slot is skipped."""
+
+    def __init__(self, targets: tuple[Target, ...], workers: dict[str, ChannelWorker], *,
+                 once: bool, rng: random.Random | None) -> None:
+        self.workers = workers
+        self.once = once
+        self.rng = rng
+        self.slots = plan(targets, time.monotonic(), rng)
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.last_beat = time.monotonic()
+        self.finished = threading.Event()  # once: every slot handed out and done
+        self.thread = threading.Thread(target=self._run, name="sched", daemon=True)
+
+    def start(self) -> Scheduler:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+    def replace_targets(self, targets: tuple[Target, ...]) -> None:
+        with self.lock:
+            self.slots = plan(targets, time.monotonic(), self.rng)
+        self.wake.set()
+
+    def run_now(self, job: Job) -> bool:
+        worker = self.workers.get(job.channel)
+        if worker is None:
+            return False
+        worker.jobs.put(job)
+        return True
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            self.last_beat = now
+            with self.lock:
+                for slot in due_slots(self.slots, now):
+                    self._dispatch(slot, now)
+                if self.once and not self.slots and all(w.idle() for w in self.workers.values()):
+                    self.finished.set()
+                    return
+                wait = min((s.due for s in self.slots), default=now + 1.0) - now
+            self.wake.wait(max(0.05, min(wait, 1.0)))
+            self.wake.clear()
+
+    def _dispatch(self, slot: Slot, now: float) -> None:
+        worker = self.workers.get(slot.channel)
+        if worker is None:
+            log.error("%s/%s: no %s line configured; slot skipped", slot.target.name,
+                      slot.channel, slot.channel)
+        elif not worker.idle():
+            return  # one call per line at a time: the slot waits for the line
+        else:
+            worker.jobs.put(Job(slot.target, slot.channel))
+        if self.once:
+            self.slots.remove(slot)
+        else:
+            reschedule(slot, now, self.rng)
+
+
+class Daemon:
+    def __init__(self, config_path: str, *, once: bool = False,
+                 notifier: Notifier | None = None, rng: random.Random | None = None) -> None:
+        self.config_path = config_path
+        self.once = once
+        self.notifier = notifier or Notifier.from_environment()
+        self.rng = rng if rng is not None else (None if once else random.Random())
+        self.stop_requested = threading.Event()
+        self.reload_requested = threading.Event()
+        self.stop_reason = "stopped"
+        self.restart = False
+        self.started_mono = time.monotonic()
+        self.started_at = utc_now()
+        self.config: Config | None = None
+
+    # -- signals (main thread) ----------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.request_stop("stopped"))
+        signal.signal(signal.SIGINT, lambda *_: self.request_stop("stopped"))
+        signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
+
+    def request_stop(self, reason: str) -> None:
+        self.stop_reason = reason
+        self.stop_requested.set()
+
+    # -- the life of the daemon -----------------------------------------------------------------
+    def run(self) -> int:
+        config = self.config = load_config(self.config_path)
+        audio_dir = prepare_state_dir(config)
+        state_dir = config.probe.state_dir
+        self.boot = next_boot_count(state_dir)
+        m = config.mqtt
+        self.outbox = Outbox(state_dir / "outbox.sqlite3",
+                             max_count=m.outbox_max_results if m else 10_000,
+                             max_bytes=(m.outbox_max_mib if m else 50) * 1024 * 1024)
+        self.forwarder = Forwarder(self.outbox, rate_per_s=m.drain_rate_per_s if m else 20.0)
+        self.commands = CommandHandler(self)
+        self.publisher = self._publisher(config)
+        if self.publisher is not None:
+            self.forwarder.start(self.publisher)
+        self.workers = self._workers(config, audio_dir)
+        self.scheduler = Scheduler(config.targets, self.workers, once=self.once,
+                                   rng=self.rng).start()
+        log.info("probe %s running (boot %d, %d targets, outbox %d waiting)", config.probe.id,
+                 self.boot, len(config.targets), self.outbox.depth().count)
+        self.notifier.ready(f"testing {len(config.targets)} targets")
+        try:
+            self._main_loop()
+        finally:
+            self._shutdown()
+        if self.restart:
+            self._reexec()
+        return 0
+
+    def _main_loop(self) -> None:
+        next_health = 0.0
+        ping_every = self.notifier.watchdog_interval_s or 5.0
+        while not self.stop_requested.is_set():
+            now = time.monotonic()
+            if self.all_alive(now):
+                self.notifier.watchdog()
+            else:
+                log.error("watchdog withheld: stale threads %s", self.stale_threads(now))
+            if now >= next_health:
+                self.publish_health()
+                next_health = now + HEALTH_EVERY_S
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self.reload()
+            if self.once and self.scheduler.finished.is_set() and self._drained():
+                break
+            self.stop_requested.wait(min(ping_every, 0.5 if self.once else 1.0))
+
+    def _drained(self) -> bool:
+        return self.publisher is None or self.outbox.depth().count == 0
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping()
+        self.scheduler.stop()
+        for worker in self.workers.values():
+            worker.stop()
+        for worker in self.workers.values():
+            worker.join(30)
+        self.forwarder.stop()
+        if self.publisher is not None:
+            self.publish_health()
+            # Results of the last calls are in the outbox already; give them a moment to go.
+            deadline = time.monotonic() + 5
+            self.forwarder_flush(deadline)
+            self.publisher.close(timeout=5.0, reason=self.stop_reason)
+        self.outbox.close()
+        log.info("probe stopped (%s)", self.stop_reason)
+
+    def forwarder_flush(self, deadline: float) -> None:
+        """Hand the remaining outbox rows to the publisher until ``deadline`` (best effort)."""
+        assert self.publisher is not None
+        while time.monotonic() < deadline and self.publisher.connected:
+            rows = self.outbox.take(self.forwarder.window)
+            if not rows and self.outbox.in_flight == 0:
+                return
+            for row in rows:
+                self.publisher.publish(row.leaf, row.payload, ref=row.id)
+            time.sleep(0.05)
+
+    def _reexec(self) -> None:
+        log.info("restarting to apply the new configuration")
+        os.execv(sys.executable, [sys.executable, "-m", "probe", "run", "-c", self.config_path])
+
+    # -- building blocks ----------------------------------------------------------------------
+    def _publisher(self, config: Config) -> Publisher | None:
+        m = config.mqtt
+        if m is None:
+            log.warning("no [mqtt] section: results are kept in the outbox only")
+            return None
+        return Publisher(
+            probe_id=config.probe.id, host=m.host, port=m.port, keepalive_s=m.keepalive_s,
+            username=m.username, password=m.password.reveal() if m.password else None,
+            session_expiry_s=m.session_expiry_s, boot_count=self.boot,
+            tls=tls_context(m), on_delivery=self.forwarder.delivered,
+            subscriptions=("cmd/+",), on_message=self.commands.receive)
+
+    def _workers(self, config: Config, audio_dir: Path) -> dict[str, ChannelWorker]:
+        from probe.runner import start_sip_dialer
+
+        def place(job: Job, dialer: Any) -> dict[str, Any]:
+            doc = run_call(config, job.target, job.channel, dialer, audio_dir)
+            prune_audio(audio_dir)
+            return doc
+
+        workers: dict[str, ChannelWorker] = {}
+        channels = {c for t in config.targets for c in t.channels}
+        if "sip" in channels:
+            workers["sip"] = ChannelWorker("sip", lambda: start_sip_dialer(config), place,
+                                           self._result).start()
+        for channel in sorted(channels - {"sip"}):
+            log.error("channel %r has no dialer in this version: its slots are skipped", channel)
+        return workers
+
+    def _result(self, job: Job, doc: dict[str, Any]) -> None:
+        self.forwarder.submit("result", doc)
+        log.info("%s/%s: %s (pdd %s ms, answer %s ms) id=%s", doc["target"], doc["channel"],
+                 doc["outcome"], doc["timings_ms"]["post_dial_delay"],
+                 doc["timings_ms"]["time_to_answer"], doc["id"])
+        self.publish_health()
+
+    # -- liveness and health ------------------------------------------------------------------
+    def beats(self) -> dict[str, float]:
+        beats = {"sched": self.scheduler.last_beat}
+        beats.update({f"worker[{c}]": w.beat for c, w in self.workers.items()})
+        if self.publisher is not None:
+            beats["mqtt"] = self.publisher.last_beat
+            beats["forwarder"] = self.forwarder.last_beat
+        return beats
+
+    def stale_threads(self, now: float) -> list[str]:
+        return [name for name, beat in self.beats().items() if now - beat > HEARTBEAT_STALE_S]
+
+    def all_alive(self, now: float) -> bool:
+        return not self.stale_threads(now)
+
+    def health(self) -> dict[str, Any]:
+        assert self.config is not None
+        from probe.dial.sip import pjproject_version
+
+        depth = self.outbox.depth()
+        return {
+            "probe_id": self.config.probe.id,
+            "site": self.config.probe.site,
+            "at": utc_now(),
+            "boot": self.boot,
+            "started_at": self.started_at,
+            "uptime_s": round(time.monotonic() - self.started_mono),
+            "clock_synced": clock_synced(),
+            "outbox": {"count": depth.count, "bytes": depth.bytes, "dropped": depth.dropped,
+                       "in_flight": self.outbox.in_flight, "refused": self.forwarder.refused},
+            "channels": {c: {"state": w.state.state, "error": w.state.error,
+                             "last_call": w.state.last_call,
+                             "last_success": w.state.last_success, **w.state.facts}
+                         for c, w in self.workers.items()},
+            "threads_alive": self.all_alive(time.monotonic()),
+            "versions": {"probe": __version__, "python": sys.version.split()[0],
+                         "pjproject": pjproject_version()},
+        }
+
+    def publish_health(self) -> None:
+        if self.publisher is not None:
+            self.publisher.publish("health", self.health(), retain=True)
+
+    # -- reload ---------------------------------------------------------------------------------
+    def reload(self) -> list[tuple[str, str]]:
+        """Apply a new configuration; an invalid one is rejected and the old one kept.
+
+        Returns the problems (empty when applied).  Target changes apply at once; anything else
+        (SIP account, broker, state directory) restarts the daemon in place (same PID).
+        """
+        assert self.config is not None
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            for key, reason in exc.problems:
+                log.error("reload rejected, old configuration kept: %s: %s", key, reason)
+            return exc.problems
+        old = self.config
+        if (new.probe, new.mqtt, new.sip) == (old.probe, old.mqtt, old.sip) and \
+                {c for t in new.targets for c in t.channels} == set(self.workers):
+            self.config = new
+            self.scheduler.replace_targets(new.targets)
+            log.info("configuration reloaded: %d targets", len(new.targets))
+        else:
+            log.info("configuration reloaded: connection settings changed, restarting")
+            self.restart = True
+            self.request_stop("reload")
+        return []
+
+
+def run_daemon(config_path: str, *, once: bool = False) -> int:
+    daemon = Daemon(config_path, once=once)
+    daemon.install_signal_handlers()
+    return daemon.run()
