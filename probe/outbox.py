@@ -122,9 +122,12 @@ class Outbox:
     def take(self, limit: int) -> list[Row]:
         """Up to ``limit`` of the oldest rows not already handed out; marks them in flight."""
         with self._lock:
+            # Rows in flight are among the oldest: reading that many more covers them.
             rows = self._db.execute(
-                "SELECT id, leaf, payload, attempts FROM outbox ORDER BY id").fetchall()
-            fresh = [Row(*r) for r in rows if r[0] not in self._in_flight][:limit]
+                "SELECT id, leaf, payload, attempts FROM outbox ORDER BY id LIMIT ?",
+                (limit + len(self._in_flight),)).fetchall()
+            fresh = [Row(i, leaf, payload, attempts + 1) for i, leaf, payload, attempts in rows
+                     if i not in self._in_flight][:limit]
             for row in fresh:
                 self._in_flight.add(row.id)
             if fresh:

@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -33,6 +34,7 @@ from typing import Any, NamedTuple
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
@@ -98,8 +100,12 @@ class LocalBroker:
         extra_config: str = "",
         binary: str | None = None,
         startup_timeout: float = 5.0,
+        persistent: bool = False,
+        allow_anonymous: bool = True,
     ) -> None:
         self.host = host
+        self._persistent = persistent  # sessions and queued messages survive a stop()/start()
+        self._allow_anonymous = allow_anonymous
         self.port: int | None = port
         self.process: subprocess.Popen | None = None
         self._fixed_port = port is not None
@@ -194,8 +200,9 @@ class LocalBroker:
     def _write_config(self) -> Path:
         lines = [
             f"listener {self.port} {self.host}",
-            "allow_anonymous true",
-            "persistence false",
+            f"allow_anonymous {'true' if self._allow_anonymous else 'false'}",
+            *(["persistence true", f"persistence_location {self.dir}/"] if self._persistent
+              else ["persistence false"]),
             # mosquitto logs to its stderr, which start() sends to the log file: this also catches
             # errors printed before the config is parsed.
             "log_dest stderr",
@@ -283,9 +290,13 @@ class Subscriber:
         client_id: str | None = None,
         timeout: float = 5.0,
         on_message: Callable[[Message], None] | None = None,
+        session_expiry_s: int | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self._on_each = on_message  # e.g. the demo prints each message as it arrives
+        self._session_expiry_s = session_expiry_s
+        self._tls = tls
         self.port = port
         self.topic_filter = topic_filter
         self._options = SubscribeOptions(qos=qos, retainAsPublished=retain_as_published)
@@ -304,7 +315,14 @@ class Subscriber:
         self._started = False
 
     def start(self) -> Subscriber:
-        self._client.connect(self.host, self.port, keepalive=30)
+        props = None
+        if self._session_expiry_s is not None:  # a persistent session: queued while away
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self._session_expiry_s
+        if self._tls is not None:
+            self._client.tls_set_context(self._tls)
+        self._client.connect(self.host, self.port, keepalive=30,
+                             clean_start=self._session_expiry_s is None, properties=props)
         self._client.loop_start()
         self._started = True
         if not self._subscribed.wait(self._timeout):
