@@ -23,8 +23,10 @@ The annotated reference is ``examples/probe.toml``; the minimal file is::
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
+import itertools
 import json
 import math
 import os
@@ -43,6 +45,8 @@ __all__ = [
     "Config",
     "ConfigError",
     "Expectations",
+    "IndicatorConfig",
+    "LineConfig",
     "MqttConfig",
     "ProbeIdentity",
     "Secret",
@@ -68,6 +72,9 @@ class ProbeIdentity:
     id: str
     site: str
     state_dir: Path = DEFAULT_STATE_DIR
+    # Each scheduled call starts up to this much late (and at most 10 % of its interval), so a
+    # fleet of probes does not call the hotline in lock step.  0 = exactly on the grid.
+    max_jitter_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -126,12 +133,56 @@ class Target:
 
 
 @dataclass(frozen=True)
+class LineConfig:
+    """[line]: the analog line read through the probe board (see probe/line.py)."""
+
+    adc_channel: int = 0  # MCP3008 channel of the tip-ring front end
+    reference_channel: int = 1  # MCP3008 channel wired to the 1.5 V mid reference (self-test)
+    sample_rate_hz: int = 200
+    window_s: float = 0.2  # analysis window: DC level, AC (ringing) RMS and frequency
+    zero_code: float = 511.5  # calibration: ADC code of 0 V on the line
+    volts_per_count: float = 0.4840775  # calibration: line volts per ADC count
+    no_voltage_below_v: float = 2.5  # |V| below: no voltage (cut line, unplugged)
+    off_hook_below_v: float = 15.0  # |V| below (and above no_voltage): off-hook, in use
+    idle_above_v: float = 36.0  # |V| above: on-hook idle; between: low voltage
+    ringing_above_vrms: float = 20.0  # AC RMS at 14-70 Hz above: ringing
+    hysteresis_v: float = 1.5  # thresholds move by this much away from the current state
+    settle_s: float = 0.4  # a new state must last this long before it is reported
+    fault_settle_s: float = 2.0  # ... and this long for low_voltage / no_voltage / faults
+    ring_hold_s: float = 6.0  # ringing persists across cadence gaps this long
+    reference_tolerance_counts: int = 16  # reference channel must read 512 +- this
+
+
+ALARM_STATUSES = ("down", "degraded", "fault_line", "fault_modem", "broker_unreachable")
+LED_KINDS = ("rgb", "single", "none")
+
+
+@dataclass(frozen=True)
+class IndicatorConfig:
+    """[indicator]: status LED and buzzer on the probe board (see probe/indicator.py)."""
+
+    led: str = "rgb"  # "rgb" | "single" | "none"
+    red_pin: int = 22  # BCM GPIO numbers; defaults are hardware/pinmap.toml's
+    green_pin: int = 23
+    blue_pin: int = 24
+    led_pin: int = 23  # the single LED (led = "single")
+    buzzer_pin: int | None = 18  # None: no buzzer (buzzer = false)
+    button_pin: int | None = 27  # None: no silence button (button = false)
+    quiet_hours: tuple[str, str] | None = None  # ("22:00", "07:00"): buzzer silent, local time
+    alarm_on: tuple[str, ...] = ("down", "fault_line", "fault_modem")
+    alarm_repeat_s: int = 1800  # repeat the alarm this often while it lasts; 0 = once
+    alarm_repeat_max: int = 3  # at most this many repeats per episode; 0 = no limit
+
+
+@dataclass(frozen=True)
 class Config:
     probe: ProbeIdentity
     mqtt: MqttConfig | None
     sip: SipAccount | None
     targets: tuple[Target, ...]
     source: str = "<memory>"
+    line: LineConfig | None = None  # [line]: the probe board's line interface; None = no board
+    indicator: IndicatorConfig | None = None  # [indicator]: None = log the status only
 
     def target(self, name: str) -> Target:
         """The target called ``name``; :class:`ConfigError` (key ``targets``) if there is none."""
@@ -184,7 +235,7 @@ def parse_config(
     problems: list[Problem] = []
     if not isinstance(data, dict):
         raise ConfigError([("(file)", "the top level must be a table")], source)
-    top = _Table(data, "", ("probe", "mqtt", "sip", "targets"), problems)
+    top = _Table(data, "", ("probe", "mqtt", "sip", "targets", "line", "indicator"), problems)
 
     probe = mqtt = sip = None
     if not top.has("probe"):
@@ -195,6 +246,11 @@ def parse_config(
         mqtt = _mqtt(section, ctx)
     if top.has("sip") and (section := top.section("sip", "[sip]")):
         sip = _sip(section, ctx)
+    line = indicator = None
+    if top.has("line") and (section := top.section("line", "[line]")):
+        line = _line(section)
+    if top.has("indicator") and (section := top.section("indicator", "[indicator]")):
+        indicator = _indicator(section)
     targets = _targets(top, problems)
 
     sip_users = _sip_users(top.data.get("targets"))
@@ -206,7 +262,8 @@ def parse_config(
     if problems:
         raise ConfigError(problems, source)
     assert probe is not None
-    return Config(probe=probe, mqtt=mqtt, sip=sip, targets=tuple(targets), source=source)
+    return Config(probe=probe, mqtt=mqtt, sip=sip, targets=tuple(targets), source=source,
+                  line=line, indicator=indicator)
 
 
 # --------------------------------------------------------------------------- sections
@@ -225,7 +282,7 @@ DTMF_RE = re.compile(r"[0-9*#A-D]{1,32}")
 
 
 def _probe(t: _Table, ctx: _Context) -> ProbeIdentity | None:
-    t.allow("id", "site", "state_dir")
+    t.allow("id", "site", "state_dir", "max_jitter_s")
     probe_id = t.get(
         "id",
         _matching(
@@ -238,9 +295,10 @@ def _probe(t: _Table, ctx: _Context) -> ProbeIdentity | None:
     )
     site = t.get("site", _string(), required=True)
     state_dir = t.get("state_dir", _path(ctx.base_dir), DEFAULT_STATE_DIR)
+    max_jitter_s = t.get("max_jitter_s", _number(0, 3600, "seconds"), 60.0)
     if not t.valid:
         return None
-    return ProbeIdentity(id=probe_id, site=site, state_dir=state_dir)
+    return ProbeIdentity(id=probe_id, site=site, state_dir=state_dir, max_jitter_s=max_jitter_s)
 
 
 def _mqtt(t: _Table, ctx: _Context) -> MqttConfig:
@@ -325,6 +383,125 @@ def _sip(t: _Table, ctx: _Context) -> SipAccount:
     )
     _require_username(t, "registrar", "password", "password_file", "password_env")
     return account
+
+
+def _line(t: _Table) -> LineConfig | None:
+    d = LineConfig()
+    t.allow(*(f.name for f in dataclasses.fields(LineConfig)))
+    volts = _number(0, 250, "volts", exclusive_low=True)
+    seconds = _number(0, 60, "seconds")
+    line = LineConfig(
+        adc_channel=t.get("adc_channel", _int(0, 7, "MCP3008 channel"), d.adc_channel),
+        reference_channel=t.get("reference_channel", _int(0, 7, "MCP3008 channel"),
+                                d.reference_channel),
+        sample_rate_hz=t.get("sample_rate_hz", _int(50, 2000, "samples per second"),
+                             d.sample_rate_hz),
+        window_s=t.get("window_s", _number(0.05, 2, "seconds"), d.window_s),
+        zero_code=t.get("zero_code", _number(0, 1023, "ADC counts"), d.zero_code),
+        volts_per_count=t.get("volts_per_count", _number(0, 5, "volts", exclusive_low=True),
+                              d.volts_per_count),
+        no_voltage_below_v=t.get("no_voltage_below_v", volts, d.no_voltage_below_v),
+        off_hook_below_v=t.get("off_hook_below_v", volts, d.off_hook_below_v),
+        idle_above_v=t.get("idle_above_v", volts, d.idle_above_v),
+        ringing_above_vrms=t.get("ringing_above_vrms", volts, d.ringing_above_vrms),
+        hysteresis_v=t.get("hysteresis_v", _number(0, 20, "volts"), d.hysteresis_v),
+        settle_s=t.get("settle_s", seconds, d.settle_s),
+        fault_settle_s=t.get("fault_settle_s", seconds, d.fault_settle_s),
+        ring_hold_s=t.get("ring_hold_s", seconds, d.ring_hold_s),
+        reference_tolerance_counts=t.get("reference_tolerance_counts",
+                                         _int(1, 256, "ADC counts"),
+                                         d.reference_tolerance_counts),
+    )
+    if not t.valid:
+        return None
+    if line.adc_channel == line.reference_channel:
+        t.problem("reference_channel", f"must differ from adc_channel ({line.adc_channel})")
+    # The magnitude bands must be in order, with room for the hysteresis on both sides.
+    bands = [("no_voltage_below_v", line.no_voltage_below_v),
+             ("off_hook_below_v", line.off_hook_below_v), ("idle_above_v", line.idle_above_v)]
+    for (low_key, low), (key, value) in itertools.pairwise(bands):
+        if value - low <= 2 * line.hysteresis_v:
+            t.problem(key, f"must be more than {t.key(low_key)} ({low:g}) plus twice "
+                           f"hysteresis_v ({line.hysteresis_v:g}), got {value:g}")
+    if line.window_s * line.sample_rate_hz < 10:
+        t.problem("window_s", f"must hold at least 10 samples at sample_rate_hz "
+                              f"{line.sample_rate_hz}, got {line.window_s:g}")
+    for key in ("settle_s", "fault_settle_s"):
+        if getattr(line, key) < line.window_s:
+            t.problem(key, f"must be at least window_s ({line.window_s:g}), "
+                           f"got {getattr(line, key):g}")
+    return line if t.valid else None
+
+
+_HHMM_RE = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
+
+
+def _quiet_hours(value: Any) -> tuple[str, str]:
+    rule = 'must be "HH:MM-HH:MM" in local time (e.g. "22:00-07:00"; may span midnight)'
+    if not isinstance(value, str):
+        raise _Bad(f"{rule}, got {_show(value)}")
+    start, sep, end = value.partition("-")
+    if not sep or not _HHMM_RE.fullmatch(start) or not _HHMM_RE.fullmatch(end):
+        raise _Bad(f"{rule}, got {_show(value)}")
+    if start == end:
+        raise _Bad(f"start and end must differ, got {_show(value)}")
+    return start, end
+
+
+def _alarm_on(value: Any) -> tuple[str, ...]:
+    allowed = ", ".join(f'"{s}"' for s in ALARM_STATUSES)
+    if not isinstance(value, list) or any(v not in ALARM_STATUSES for v in value):
+        raise _Bad(f"must be an array of {allowed} (empty: never sound), got {_show(value)}")
+    if len(set(value)) != len(value):
+        raise _Bad(f"must not list a status twice, got {_show(value)}")
+    return tuple(value)
+
+
+def _indicator(t: _Table) -> IndicatorConfig | None:
+    from probe.board import DEFAULT_PINS, SYSTEM_PINS
+
+    d = IndicatorConfig()
+    t.allow("led", "red_pin", "green_pin", "blue_pin", "led_pin", "buzzer", "buzzer_pin",
+            "button", "button_pin", "quiet_hours", "alarm_on", "alarm_repeat_s",
+            "alarm_repeat_max")
+    gpio = _int(2, 27, "BCM GPIO number")
+    led = t.get("led", _choice(LED_KINDS), d.led)
+    pins = {key: t.get(key, gpio, getattr(d, key))
+            for key in ("red_pin", "green_pin", "blue_pin", "led_pin", "buzzer_pin",
+                        "button_pin")}
+    buzzer = t.get("buzzer", _bool, True)
+    button = t.get("button", _bool, True)
+    indicator = IndicatorConfig(
+        led=led, **pins,
+        quiet_hours=t.get("quiet_hours", _quiet_hours, None),
+        alarm_on=t.get("alarm_on", _alarm_on, d.alarm_on),
+        alarm_repeat_s=t.get("alarm_repeat_s", _int(0, 86400, "seconds; 0 = once"),
+                             d.alarm_repeat_s),
+        alarm_repeat_max=t.get("alarm_repeat_max", _int(0, 1000, "0 = no limit"),
+                               d.alarm_repeat_max),
+    )
+    if not t.valid:
+        return None
+    # Only the pins in use must be free: no pin twice, none of the board's system pins,
+    # none the board wires to the modem.
+    used = {"rgb": ["red_pin", "green_pin", "blue_pin"], "single": ["led_pin"], "none": []}[led]
+    used += (["buzzer_pin"] if buzzer else []) + (["button_pin"] if button else [])
+    board = {gpio: f"the board's {name}" for name, gpio in DEFAULT_PINS.items()
+             if name.startswith("modem_")}
+    seen: dict[int, str] = {}
+    for key in used:
+        pin = pins[key]
+        if pin in SYSTEM_PINS:
+            t.problem(key, f"GPIO{pin} is reserved ({SYSTEM_PINS[pin]})")
+        elif pin in board:
+            t.problem(key, f"GPIO{pin} is {board[pin]}")
+        elif pin in seen:
+            t.problem(key, f"GPIO{pin} is already {t.key(seen[pin])}")
+        seen.setdefault(pin, key)
+    if not t.valid:
+        return None
+    return dataclasses.replace(indicator, buzzer_pin=pins["buzzer_pin"] if buzzer else None,
+                               button_pin=pins["button_pin"] if button else None)
 
 
 def _targets(top: _Table, problems: list[Problem]) -> list[Target]:

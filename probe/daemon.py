@@ -191,11 +191,12 @@ class Scheduler:
     """Hands due jobs to idle workers; a busy worker's slot waits, a missed slot is skipped."""
 
     def __init__(self, targets: tuple[Target, ...], workers: dict[str, ChannelWorker], *,
-                 once: bool, rng: random.Random | None) -> None:
+                 once: bool, rng: random.Random | None, max_jitter_s: float = 60.0) -> None:
         self.workers = workers
         self.once = once
-        self.rng = rng
-        self.slots = plan(targets, time.monotonic(), rng)
+        self.rng = rng if max_jitter_s > 0 else None
+        self.max_jitter_s = max_jitter_s
+        self.slots = plan(targets, time.monotonic(), self.rng, max_jitter_s)
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.stopping = threading.Event()
@@ -213,7 +214,7 @@ class Scheduler:
 
     def replace_targets(self, targets: tuple[Target, ...]) -> None:
         with self.lock:
-            self.slots = plan(targets, time.monotonic(), self.rng)
+            self.slots = plan(targets, time.monotonic(), self.rng, self.max_jitter_s)
         self.wake.set()
 
     def run_now(self, job: Job) -> bool:
@@ -249,7 +250,7 @@ class Scheduler:
         if self.once:
             self.slots.remove(slot)
         else:
-            reschedule(slot, now, self.rng)
+            reschedule(slot, now, self.rng, self.max_jitter_s)
 
 
 class Daemon:
@@ -293,8 +294,8 @@ class Daemon:
         if self.publisher is not None:
             self.forwarder.start(self.publisher)
         self.workers = self._workers(config, audio_dir)
-        self.scheduler = Scheduler(config.targets, self.workers, once=self.once,
-                                   rng=self.rng).start()
+        self.scheduler = Scheduler(config.targets, self.workers, once=self.once, rng=self.rng,
+                                   max_jitter_s=config.probe.max_jitter_s).start()
         log.info("probe %s running (boot %d, %d targets, outbox %d waiting)", config.probe.id,
                  self.boot, len(config.targets), self.outbox.depth().count)
         self.notifier.ready(f"testing {len(config.targets)} targets")

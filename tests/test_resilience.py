@@ -1,0 +1,198 @@
+"""Nothing lost, nothing stops: broker outages, kill -9, a SIP server that is down.
+
+Real processes throughout: the probe daemon (`probe run`) as a subprocess, SIPp hotlines and a
+mosquitto whose sessions persist across its restart (so the test's subscriber misses nothing
+while the broker is away).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from probe.sim.broker import LocalBroker, Subscriber
+from probe.sim.hotline import HotlineBehaviour, SippHotline, free_port
+
+PROBE = "p-res"
+
+
+def config_text(tmp_path: Path, broker: LocalBroker, uris: list[str], *, hold_s: float = 0.3,
+                max_ring_s: float = 3) -> str:
+    targets = "".join(f"""
+[[targets]]
+name = "t{i}"
+sip_uri = "{uri}"
+channels = ["sip"]
+interval_s = 30
+[targets.expect]
+hold_s = {hold_s}
+max_ring_s = {max_ring_s}
+max_post_dial_delay_ms = 1000
+""" for i, uri in enumerate(uris))
+    return f"""
+[probe]
+id = "{PROBE}"
+site = "Resilience lab"
+max_jitter_s = 0
+state_dir = "{tmp_path / 'state'}"
+[mqtt]
+host = "{broker.host}"
+port = {broker.port}
+keepalive_s = 5
+drain_rate_per_s = 50
+[sip]
+local_address = "127.0.0.1"
+local_port = 0
+rtp_port = 0
+{targets}"""
+
+
+class Daemon:
+    """`probe run` as a child process, its JSON log lines collected."""
+
+    def __init__(self, config: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "probe", "run", "-c", str(config), "--log-format", "json"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def stop(self, sig: int = signal.SIGTERM) -> list[dict]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        out, _ = self.proc.communicate(timeout=40)
+        lines = []
+        for line in out.splitlines():
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                lines.append({"msg": line})
+        return lines
+
+
+def result_ids(log: list[dict]) -> list[str]:
+    return [line["msg"].rsplit("id=", 1)[1] for line in log if " id=" in line.get("msg", "")]
+
+
+def received(sub: Subscriber) -> list[dict]:
+    return [m.json() for m in sub.messages if m.topic.endswith("/result")]
+
+
+@pytest.mark.slow
+def test_broker_down_for_30_s_loses_nothing(tmp_path: Path) -> None:
+    broker = LocalBroker(persistent=True).start()
+    hotline = SippHotline(HotlineBehaviour(pdd_ms=50, ring_ms=50), calls=1000).start()
+    try:
+        config = tmp_path / "probe.toml"
+        config.write_text(config_text(tmp_path, broker, [hotline.uri] * 4))
+        with Subscriber(broker.host, broker.port, f"hotline-probe/v1/{PROBE}/result",
+                        client_id="ops-consumer", session_expiry_s=3600) as sub:
+            daemon = Daemon(config)
+            sub.wait_for(lambda msgs: len(msgs) >= 2, timeout=30)
+            broker.stop()  # SIGTERM: mosquitto saves the consumer's session
+            outage_started = time.monotonic()
+            time.sleep(30)
+            broker.start()
+            # The next cycle (30 s after the first) ran during the outage.
+            log_ids_so_far = 8
+            sub.wait_for(lambda msgs: len({m.json()["id"] for m in msgs}) >= log_ids_so_far,
+                         timeout=60)
+            log = daemon.stop()
+        made = result_ids(log)
+        got = received(sub)
+        unique = list(dict.fromkeys(doc["id"] for doc in got))
+        assert unique == made  # every result, in the order it was made
+        assert len(made) >= 8
+        assert time.monotonic() - outage_started >= 30
+    finally:
+        hotline.stop()
+        broker.close()
+
+
+@pytest.mark.slow
+def test_kill_9_mid_call_loses_no_committed_result(tmp_path: Path) -> None:
+    """Results made while the broker is away wait in the outbox; the daemon is killed -9 during
+    a later call; after a restart they all arrive."""
+    broker = LocalBroker(persistent=True).start()
+    quick = SippHotline(HotlineBehaviour(pdd_ms=50, ring_ms=50), calls=10).start()
+    slow = SippHotline(HotlineBehaviour(pdd_ms=50, ring_ms=50), calls=10).start()
+    try:
+        config = tmp_path / "probe.toml"
+        # Targets run in order: three quick calls, then one that holds the line for 30 s.
+        text = config_text(tmp_path, broker, [quick.uri] * 3 + [slow.uri], hold_s=0.3)
+        config.write_text(text.replace("hold_s = 0.3\n", "hold_s = 30\n", 4)
+                          .replace("hold_s = 30\n", "hold_s = 0.3\n", 3))
+        with Subscriber(broker.host, broker.port, f"hotline-probe/v1/{PROBE}/result",
+                        client_id="ops-consumer", session_expiry_s=3600) as sub:
+            broker.stop()
+            daemon = Daemon(config)
+            outbox = tmp_path / "state" / "outbox.sqlite3"
+            _wait(lambda: _outbox_count(outbox) >= 3, 30)
+            time.sleep(1.0)  # the fourth call is up now
+            log = daemon.stop(signal.SIGKILL)
+            made = result_ids(log)
+            assert len(made) == 3
+            broker.start()
+            daemon = Daemon(config)
+            sub.wait_for(lambda msgs: {m.json()["id"] for m in msgs} >= set(made), timeout=30)
+            daemon.stop()
+        ids = [doc["id"] for doc in received(sub)]
+        assert ids[:3] == made
+    finally:
+        quick.stop()
+        slow.stop()
+        broker.close()
+
+
+@pytest.mark.slow
+def test_daemon_survives_a_dead_sip_server_and_an_absent_broker(tmp_path: Path) -> None:
+    """Broker unreachable at boot and the hotline's SIP server down: the daemon keeps running,
+    keeps every result, and reports both once the broker is back."""
+    broker = LocalBroker()
+    broker.port = free_port(kind=1)  # TCP port nothing listens on yet
+    config = tmp_path / "probe.toml"
+    dead_sip = f"sip:hotline@127.0.0.1:{free_port()}"
+    config.write_text(config_text(tmp_path, broker, [dead_sip], max_ring_s=1))
+    daemon = Daemon(config)
+    try:
+        _wait(lambda: _outbox_count(tmp_path / "state" / "outbox.sqlite3") >= 1, 30)
+        assert daemon.proc.poll() is None  # still running, nothing published yet
+        broker.start()
+        with Subscriber(broker.host, broker.port, f"hotline-probe/v1/{PROBE}/#") as sub:
+            sub.wait_for(lambda msgs: any(m.topic.endswith("/result") for m in msgs), 40)
+            sub.wait_for(lambda msgs: any(m.topic.endswith("/health") for m in msgs), 10)
+            result = received(sub)[0]
+            assert result["outcome"] == "unreachable"
+            health = [m.json() for m in sub.messages if m.topic.endswith("/health")][-1]
+            assert health["channels"]["sip"]["last_call"]["outcome"] == "unreachable"
+            assert health["channels"]["sip"]["last_success"] is None
+        log = daemon.stop()
+        assert daemon.proc.returncode == 0
+        assert any("cannot reach MQTT broker" in line.get("msg", "") for line in log)
+    finally:
+        daemon.stop(signal.SIGKILL)
+        broker.close()
+
+
+def _outbox_count(path: Path) -> int:
+    import sqlite3
+
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(path) as db:
+            return db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def _wait(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout} s")
+        time.sleep(0.1)
