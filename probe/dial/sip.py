@@ -218,6 +218,8 @@ class SipDialer:
 
     # -- life cycle ---------------------------------------------------------------------------
     def start(self) -> SipDialer:
+        if self._ep is not None:
+            raise DialerError("SIP dialer already started (pjsua2 allows one endpoint)")
         self._owner = threading.current_thread()
         global _live_endpoint
         ep = pj.Endpoint()
@@ -244,6 +246,10 @@ class SipDialer:
         cfg.medConfig.clockRate = 8000
         cfg.medConfig.sndClockRate = 8000
         cfg.medConfig.hasIoqueue = True
+        # Keep the null sound device open: pjsua closes an idle one after 1 s by default, which
+        # blocks libHandleEvents ~20 ms (and reopens it at the next media), late-stamping any SIP
+        # response that arrives meanwhile.
+        cfg.medConfig.sndAutoCloseTime = -1
         ep.libInit(cfg)
         ep.audDevManager().setNullDev()
         tcfg = pj.TransportConfig()
@@ -290,19 +296,29 @@ class SipDialer:
         ep = self._ep
         if self._account is not None:
             if self.account_config.registrar and self.registration.code == 200:
-                try:
-                    self._account.setRegistration(False)
-                    for _ in range(20):
-                        self._pump()
-                except pj.Error as exc:
-                    log.warning("unregister failed: %s", _pj_message(exc))
+                self._unregister(timeout_s=2.0)
             self._account.shutdown()
             self._account = None
         gc.collect()
-        ep.libDestroy()
+        # Without NO_RX_MSG, pjsua_destroy sleeps a whole second "for unregistration": we have
+        # waited for the registrar's answer ourselves, so the endpoint can go at once.
+        ep.libDestroy(pj.PJSUA_DESTROY_NO_RX_MSG)
         self._ep = None
         global _live_endpoint
         _live_endpoint = None
+
+    def _unregister(self, timeout_s: float) -> None:
+        assert self._account is not None
+        self.registration.code = None
+        try:
+            self._account.setRegistration(False)
+        except pj.Error as exc:
+            log.warning("unregister failed: %s", _pj_message(exc))
+            return
+        deadline = time.monotonic() + timeout_s
+        while self.registration.code is None and time.monotonic() < deadline:
+            self._pump()
+        log.info("unregistered: %s %s", self.registration.code, self.registration.reason)
 
     def __enter__(self) -> SipDialer:
         return self.start()
