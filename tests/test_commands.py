@@ -1,0 +1,227 @@
+"""Remote commands and reloads, against the real daemon, a real broker and a SIPp hotline;
+plus property tests: no command payload and no config file can crash the probe."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from probe.commands import SCHEMAS, RateLimit, parse
+from probe.config import parse_config
+from probe.errors import ConfigError
+from probe.sim.broker import LocalBroker, Subscriber
+from probe.sim.hotline import HotlineBehaviour, SippHotline
+
+PROBE = "p-cmd"
+
+
+def write_config(path: Path, broker: LocalBroker, uri: str, names: tuple[str, ...]) -> None:
+    targets = "".join(f"""
+[[targets]]
+name = "{name}"
+sip_uri = "{uri}"
+channels = ["sip"]
+interval_s = 3600
+[targets.expect]
+hold_s = 0.3
+""" for name in names)
+    path.write_text(f"""
+[probe]
+id = "{PROBE}"
+site = "Command lab"
+state_dir = "{path.parent / 'state'}"
+max_jitter_s = 0
+[mqtt]
+host = "{broker.host}"
+port = {broker.port}
+[sip]
+local_address = "127.0.0.1"
+local_port = 0
+rtp_port = 0
+{targets}""")
+
+
+class Ops:
+    """Central ops: sends commands with correlation data, reads the replies."""
+
+    def __init__(self, broker: LocalBroker) -> None:
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="ops",
+                                  protocol=paho.MQTTv5)
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def send(self, name: str, payload: bytes | str, correlation: bytes) -> None:
+        props = Properties(PacketTypes.PUBLISH)
+        props.CorrelationData = correlation
+        self.client.publish(f"hotline-probe/v1/{PROBE}/cmd/{name}", payload, qos=1,
+                            properties=props).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def replies(sub: Subscriber, correlation: bytes) -> list[dict]:
+    return [m.json() for m in sub.messages
+            if m.topic.endswith("/cmd-reply")
+            and getattr(m.properties, "CorrelationData", None) == correlation]
+
+
+@pytest.mark.slow
+def test_commands_over_mqtt(tmp_path: Path, broker: LocalBroker) -> None:
+    config = tmp_path / "probe.toml"
+    with SippHotline(HotlineBehaviour(pdd_ms=50, ring_ms=50), calls=10) as hotline, \
+            Subscriber(broker.host, broker.port, f"hotline-probe/v1/{PROBE}/#") as sub:
+        write_config(config, broker, hotline.uri, ("support",))
+        daemon = subprocess.Popen([sys.executable, "-m", "probe", "run", "-c", str(config)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        ops = Ops(broker)
+        try:
+            sub.wait_for(lambda msgs: any(m.topic.endswith("/result") for m in msgs), 20)
+
+            ops.send("run", json.dumps({"target": "support"}), b"c-run")
+            sub.wait_for(lambda msgs: len(replies(sub, b"c-run")) == 2, timeout=20)
+            accepted, done = replies(sub, b"c-run")
+            assert accepted == {"command": "run", "ok": True, "accepted": True}
+            assert done["ok"] and done["result"]["outcome"] == "answered"
+
+            ops.send("health", b"", b"c-health")
+            sub.wait_for(lambda msgs: replies(sub, b"c-health"), timeout=5)
+            health = replies(sub, b"c-health")[0]["health"]
+            assert health["probe_id"] == PROBE
+            assert health["channels"]["sip"]["last_success"]["target"] == "support"
+
+            for name, payload, corr, reason in [
+                ("reboot", b"{}", b"c-unknown", "unknown command"),
+                ("run", b"{not json", b"c-json", "not JSON"),
+                ("run", b'{"target": "support", "rm": "-rf"}', b"c-extra", "Additional"),
+                ("run", b'{"target": "nope"}', b"c-target", "no target named"),
+                ("run", b"x" * 5000, b"c-big", "over the 4096-byte limit"),
+                ("silence", b"{}", b"c-silence", "no buzzer"),
+            ]:
+                ops.send(name, payload, corr)
+                sub.wait_for(lambda msgs, c=corr: replies(sub, c), timeout=5)
+                reply = replies(sub, corr)[0]
+                assert not reply["ok"] and reason in reply["reason"], reply
+
+            # Reload: an invalid file is rejected and the old configuration kept...
+            good = config.read_text()
+            config.write_text(good.replace('interval_s = 3600', 'interval_s = "hourly"'))
+            ops.send("reload", b"", b"c-reload-bad")
+            sub.wait_for(lambda msgs: replies(sub, b"c-reload-bad"), timeout=5)
+            bad = replies(sub, b"c-reload-bad")[0]
+            assert not bad["ok"] and any("interval_s" in p for p in bad["problems"])
+            # ...a valid one with a new target applies at once, over SIGHUP too.
+            write_config(config, broker, hotline.uri, ("support", "sales"))
+            daemon.send_signal(signal.SIGHUP)
+            sub.wait_for(lambda msgs: any(m.topic.endswith("/result") and m.json()["target"]
+                                          == "sales" for m in msgs), timeout=20)
+            assert daemon.poll() is None  # nothing above took the daemon down
+        finally:
+            ops.close()
+            daemon.send_signal(signal.SIGTERM)
+            out, _ = daemon.communicate(timeout=30)
+        assert daemon.returncode == 0, out[-3000:]
+
+
+def test_rate_limit_allows_a_burst_then_one_per_period() -> None:
+    now = [0.0]
+    limit = RateLimit(burst=3, every_s=10, clock=lambda: now[0])
+    assert [limit.allow() for _ in range(4)] == [True, True, True, False]
+    now[0] = 9.0
+    assert not limit.allow()
+    now[0] = 10.5
+    assert limit.allow()
+    assert not limit.allow()
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.one_of(st.sampled_from(sorted(SCHEMAS)), st.text(max_size=30)),
+       payload=st.one_of(st.binary(max_size=300),
+                         st.recursive(st.none() | st.booleans() | st.integers() | st.text(),
+                                      lambda c: st.lists(c) | st.dictionaries(st.text(), c),
+                                      max_leaves=10).map(lambda v: json.dumps(v).encode())))
+def test_no_command_payload_crashes_the_parser(name: str, payload: bytes) -> None:
+    args, problem = parse(name, payload)
+    assert (args is None) != (problem is None)
+    if args is not None:
+        assert name in SCHEMAS and isinstance(args, dict)
+
+
+toml_values = st.one_of(st.integers(-10, 10**6), st.text(max_size=20), st.booleans(),
+                        st.floats(allow_nan=False), st.lists(st.text(max_size=5), max_size=3))
+
+
+@settings(max_examples=200, deadline=None)
+@given(probe=st.dictionaries(st.sampled_from(["id", "site", "state_dir", "max_jitter_s", "x"]),
+                             toml_values),
+       target=st.dictionaries(st.sampled_from(["name", "sip_uri", "number", "channels",
+                                               "interval_s", "dtmf", "expect"]), toml_values))
+def test_no_config_crashes_validation(probe: dict, target: dict) -> None:
+    """Any document either parses or raises ConfigError naming keys, never anything else."""
+    try:
+        parse_config({"probe": probe, "targets": [target]}, environ=dict(os.environ))
+    except ConfigError as exc:
+        assert exc.problems and all(isinstance(k, str) and r for k, r in exc.problems)
+
+
+def test_watchdog_is_pinged_over_a_real_notify_socket(tmp_path: Path) -> None:
+    import socket
+
+    from probe.systemd import Notifier
+
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(str(path))
+        server.settimeout(2)
+        notifier = Notifier(str(path), "20000000")
+        assert notifier.watchdog_interval_s == 10.0
+        notifier.ready("testing 3 targets")
+        notifier.watchdog()
+        assert server.recv(100) == b"READY=1\nSTATUS=testing 3 targets"
+        assert server.recv(100) == b"WATCHDOG=1"
+    assert not Notifier(None, None).watchdog()  # outside systemd: a no-op
+
+
+@pytest.mark.slow
+def test_daemon_notifies_systemd_ready_and_pings_the_watchdog(tmp_path: Path,
+                                                              broker: LocalBroker) -> None:
+    import socket
+
+    config = tmp_path / "probe.toml"
+    sock_path = tmp_path / "notify"
+    with SippHotline(HotlineBehaviour(pdd_ms=50, ring_ms=50)) as hotline, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(str(sock_path))
+        server.settimeout(20)
+        write_config(config, broker, hotline.uri, ("support",))
+        env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "1000000"}
+        daemon = subprocess.Popen([sys.executable, "-m", "probe", "run", "-c", str(config)],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            messages = []
+            deadline = time.monotonic() + 20
+            while messages.count(b"WATCHDOG=1") < 3 and time.monotonic() < deadline:
+                messages.append(server.recv(200))
+            assert messages[0].startswith(b"READY=1")
+            assert messages.count(b"WATCHDOG=1") >= 3
+            daemon.send_signal(signal.SIGTERM)
+            while b"STOPPING=1" not in messages and time.monotonic() < deadline:
+                messages.append(server.recv(200))
+            assert b"STOPPING=1" in messages
+        finally:
+            daemon.kill()
+            daemon.wait(10)
