@@ -9,11 +9,13 @@ pseudo-random generator, so a run is repeatable.  For every call three figures a
   from its ``-trace_msg`` message log (µs timestamps).  SIPp's pause overshoots by its scheduler
   granularity, and that is SIPp's error, not ours;
 * **probe** — what the probe measured: ``measure.timings(record)`` as reported (integer ms), and
-  the same interval from the raw event stamps (ns) for the probe − SIPp comparison.
+  the same interval from the raw event stamps (ns) for the probe - SIPp comparison.
 
-So ``reported − imposed`` is what a reader of the results sees, ``SIPp − imposed`` is the test
-rig's share of it, and ``probe − SIPp`` is the probe's own share (event stamping inside pjsua2
-callbacks, plus loopback transit, which is a few µs).
+So ``reported - imposed`` is what a reader of the results sees, ``SIPp - imposed`` is the test
+rig's share of it, and ``probe - SIPp`` is the probe's own share (event stamping inside pjsua2
+callbacks, plus loopback transit, which is a few µs).  As both processes run on one host, their
+stamps also meet on its real-time clock: ``probe - SIPp`` splits into one-way legs (INVITE
+probe → SIPp, 18x and 200 SIPp → probe), which shows on which side of the wire it sits.
 
 Run alone: ``.venv/bin/python -m tests.benchmarks.bench_timing [--calls N] [--seed S]``.
 """
@@ -47,17 +49,46 @@ HOLD_S = 0.2
 DEFAULT_SEED = 1
 
 
+Marks = tuple[int | None, int | None, int | None]
+"""Three instants as CLOCK_REALTIME ns: (INVITE, first 18x, 200 OK), each as seen by one side."""
+
+
 @dataclass
 class CallSample:
     pdd_imposed: int
     tta_imposed: int
-    pdd_reported: int | None = None
+    pdd_reported: int | None = None  # measure.timings: what the result document says
     tta_reported: int | None = None
-    pdd_probe: float | None = None  # from raw event stamps, ms
-    tta_probe: float | None = None
-    pdd_sipp: float | None = None  # from SIPp's message log, ms
-    tta_sipp: float | None = None
+    probe: Marks = (None, None, None)  # INVITE sent, 18x received, 200 received (the probe)
+    sipp: Marks = (None, None, None)  # INVITE received, 18x sent, 200 sent (SIPp's log)
     problem: str | None = None
+
+    @property
+    def pdd_probe(self) -> float | None:
+        return _ms(self.probe[0], self.probe[1])
+
+    @property
+    def tta_probe(self) -> float | None:
+        return _ms(self.probe[0], self.probe[2])
+
+    @property
+    def pdd_sipp(self) -> float | None:
+        return _ms(self.sipp[0], self.sipp[1])
+
+    @property
+    def tta_sipp(self) -> float | None:
+        return _ms(self.sipp[0], self.sipp[2])
+
+    def leg(self, index: int) -> float | None:
+        """One-way time of message ``index`` (0 INVITE, 1 18x, 2 200) from sender to receiver,
+        both sides read on the host's real-time clock; ms."""
+        if index == 0:
+            return _ms(self.probe[0], self.sipp[0])
+        return _ms(self.sipp[index], self.probe[index])
+
+
+def _ms(start: int | None, stop: int | None) -> float | None:
+    return None if start is None or stop is None else (stop - start) / 1e6
 
 
 @dataclass
@@ -100,9 +131,9 @@ _BLOCK_RE = re.compile(r"^-{10,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\s*$", re.
 _CSEQ_INVITE_RE = re.compile(r"^CSeq:\s*\d+\s+INVITE\b", re.M | re.I)
 
 
-def sipp_intervals(message_log: str) -> tuple[float | None, float | None]:
-    """(INVITE received → first 18x sent, INVITE received → 200 OK to the INVITE sent), in ms,
-    from SIPp's ``-trace_msg`` log; None where the log does not show the message."""
+def sipp_marks(message_log: str) -> Marks:
+    """(INVITE received, first 18x sent, 200 OK to the INVITE sent) from SIPp's ``-trace_msg``
+    log, as real-time ns; None where the log does not show the message."""
     marks = list(_BLOCK_RE.finditer(message_log))
     invite = provisional = final = None
     for i, mark in enumerate(marks):
@@ -112,39 +143,29 @@ def sipp_intervals(message_log: str) -> tuple[float | None, float | None]:
         if len(lines) < 2:
             continue
         direction, start_line = lines[0], lines[1]
+        # SIPp writes local time with µs: back to epoch ns (float seconds keep ~0.2 µs).
         at = datetime.strptime(mark.group(1), "%Y-%m-%d %H:%M:%S.%f")
+        at_ns = round(at.timestamp() * 1e6) * 1000
         if " received" in direction and start_line.startswith("INVITE ") and invite is None:
-            invite = at
+            invite = at_ns
         elif " sent" in direction and _CSEQ_INVITE_RE.search(body):
             code = start_line.split()[1] if start_line.startswith("SIP/2.0 ") else ""
             if code.startswith("18") and provisional is None:
-                provisional = at
+                provisional = at_ns
             elif code == "200" and final is None:
-                final = at
-
-    def ms(stop: datetime | None) -> float | None:
-        if invite is None or stop is None:
-            return None
-        return (stop - invite).total_seconds() * 1000
-
-    return ms(provisional), ms(final)
+                final = at_ns
+    return invite, provisional, final
 
 
 # -- the probe's raw stamps --------------------------------------------------------------------
 
-def probe_intervals(record: CallRecord) -> tuple[float | None, float | None]:
-    """The same intervals as ``measure.timings`` (first INVITE → first 1xx above 100, → answer),
-    unrounded, in ms."""
-    dial = record.first(Ev.DIAL)
-    progress = record.first(Ev.PROGRESS, codes=range(101, 200))
-    answer = record.first(Ev.ANSWER)
-
-    def ms(stop: object) -> float | None:
-        if dial is None or stop is None:
-            return None
-        return (stop.t_ns - dial.t_ns) / 1e6  # type: ignore[attr-defined]
-
-    return ms(progress), ms(answer)
+def probe_marks(record: CallRecord) -> Marks:
+    """The instants ``measure.timings`` uses (first INVITE sent, first 1xx above 100, answer),
+    unrounded, moved from the monotonic clock to real-time ns with the record's clock pair."""
+    events = (record.first(Ev.DIAL), record.first(Ev.PROGRESS, codes=range(101, 200)),
+              record.first(Ev.ANSWER))
+    return tuple(  # type: ignore[return-value]
+        None if e is None else record.wall_ns + (e.t_ns - record.mono_ns) for e in events)
 
 
 @contextlib.contextmanager
@@ -182,10 +203,10 @@ def run(calls: int = 50, seed: int = DEFAULT_SEED, progress: bool | None = None)
                     record = dialer.call(hotline.uri, expect, target="bench",
                                          audio_path=Path(tmp) / f"call-{i}.wav")
                     exit_code = hotline.wait(10)
-                    sample.pdd_sipp, sample.tta_sipp = sipp_intervals(hotline.messages())
+                    sample.sipp = sipp_marks(hotline.messages())
                 t = timings(record)
                 sample.pdd_reported, sample.tta_reported = t.post_dial_delay_ms, t.time_to_answer_ms
-                sample.pdd_probe, sample.tta_probe = probe_intervals(record)
+                sample.probe = probe_marks(record)
                 if t.time_to_answer_ms is None or t.post_dial_delay_ms is None:
                     end = record.first(Ev.END)
                     sample.problem = f"not answered (end {end.code if end else None})"
@@ -203,9 +224,9 @@ def run(calls: int = 50, seed: int = DEFAULT_SEED, progress: bool | None = None)
 
 
 ROWS = (
-    ("reported-imposed", "reported − imposed"),
-    ("sipp-imposed", "SIPp − imposed"),
-    ("probe-sipp", "probe − SIPp"),
+    ("reported-imposed", "reported - imposed"),
+    ("sipp-imposed", "SIPp - imposed"),
+    ("probe-sipp", "probe - SIPp"),
 )
 
 
@@ -214,7 +235,7 @@ def report(result: TimingResult) -> str:
     imposed_s = sum(s.tta_imposed / 1000 + HOLD_S for s in result.samples)
     lines = [
         f"Timing accuracy — {result.calls} calls, one SipDialer, a SIPp hotline per call; "
-        f"pdd {PDD_RANGE_MS[0]}–{PDD_RANGE_MS[1]} ms, ring {RING_RANGE_MS[0]}–"
+        f"pdd {PDD_RANGE_MS[0]}-{PDD_RANGE_MS[1]} ms, ring {RING_RANGE_MS[0]}-"
         f"{RING_RANGE_MS[1]} ms (seed {result.seed}), hold {HOLD_S} s",
         f"  answered and scripted: {len(ok)}/{len(result.samples)} calls; wall time "
         f"{result.wall_s:.1f} s ({result.wall_s / max(1, len(result.samples)):.2f} s/call, of "
@@ -235,11 +256,24 @@ def report(result: TimingResult) -> str:
                              f"{st.mean_abs:.2f}", f"{st.p95_abs:.2f}", f"{st.max_abs:.2f}"])
     lines += ["", table(["error (ms)", "comparison", "count", "mean", "mean |e|", "p95 |e|",
                          "max |e|"], rows, left=2)]
+    leg_rows = []
+    for index, label in enumerate(("INVITE  probe -> SIPp", "18x     SIPp -> probe",
+                                   "200 OK  SIPp -> probe")):
+        st = ErrorStats.of([v for s in ok if (v := s.leg(index)) is not None])
+        if st is not None:
+            leg_rows.append([label, str(st.count), f"{st.mean:+.3f}", f"{st.p95_abs:.3f}",
+                             f"{st.max_abs:.3f}"])
+    if leg_rows:
+        lines += ["", "  probe - SIPp split into one-way legs (both stamps on the host's real-time "
+                  "clock):", table(["leg (ms)", "count", "mean", "p95 |e|", "max |e|"], leg_rows)]
     lines += [
         "",
         "  reported = the probe's result (measure.timings, integer ms); SIPp = SIPp's message log",
-        "  (-trace_msg, µs, SIPp's clock); probe = the probe's raw event stamps (ns).  SIPp −",
-        "  imposed is the rig's pause overshoot; probe − SIPp is the probe's own error.",
+        "  (-trace_msg, µs, SIPp's clock); probe = the probe's raw event stamps (ns).  SIPp -",
+        "  imposed is the rig's pause overshoot; probe - SIPp is the probe's own error plus",
+        "  loopback transit.  Legs: the probe stamps the INVITE after sending it, so a slow INVITE",
+        "  leg is SIPp reading late; a slow 18x/200 leg is the probe (pjsip + callback) reading",
+        "  late, or SIPp stamping before its send.",
     ]
     return "\n".join(lines)
 
