@@ -44,6 +44,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from probe.clock import clock_synced
 from probe.errors import ProbeError
 
 log = logging.getLogger("probe.mqtt")
@@ -511,6 +512,10 @@ class Publisher:
             self._client.reconnect()  # TCP (+TLS) connect and CONNECT; CONNACK comes later
         except OSError as exc:  # refused, unreachable, DNS, TLS handshake
             self._failures_in_row += 1
+            if isinstance(exc, ssl.SSLCertVerificationError) and not clock_synced():
+                # A Pi without RTC boots in the past: every certificate looks "not yet valid".
+                log.warning("TLS certificate check failed while the clock is not synchronised "
+                            "(%s): retrying until NTP has set the time", exc.verify_message)
             level = logging.WARNING if self._failures_in_row == 1 else logging.INFO
             log.log(
                 level,

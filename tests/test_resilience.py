@@ -196,3 +196,58 @@ def _wait(predicate, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"condition not met within {timeout} s")
         time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_publish_then_restart_delivers_every_result(tmp_path: Path) -> None:
+    """A 1500-result backlog drains at 300/s; the daemon is killed -9 halfway; the restarted
+    daemon delivers the rest.  Consumers may see a result twice (at least once), never zero."""
+    from probe.outbox import Outbox
+
+    broker = LocalBroker(persistent=True).start()
+    hotline = SippHotline(HotlineBehaviour(pdd_ms=50, ring_ms=50), calls=10).start()
+    try:
+        config = tmp_path / "probe.toml"
+        config.write_text(config_text(tmp_path, broker, [hotline.uri])
+                          .replace("drain_rate_per_s = 50", "drain_rate_per_s = 300"))
+        backlog = Outbox(tmp_path / "state" / "outbox.sqlite3")
+        ids = [f"backlog-{i:05d}" for i in range(1500)]
+        for result_id in ids:
+            backlog.put("result", json.dumps({"id": result_id}).encode())
+        backlog.close()
+        with Subscriber(broker.host, broker.port, f"hotline-probe/v1/{PROBE}/result",
+                        client_id="ops-consumer", session_expiry_s=3600) as sub:
+            daemon = Daemon(config)
+            sub.wait_for(lambda msgs: len(msgs) >= 300, timeout=30)
+            daemon.stop(signal.SIGKILL)
+            assert len(sub.messages) < len(ids)  # killed mid-publish
+            daemon = Daemon(config)
+            sub.wait_for(lambda msgs: {m.json()["id"] for m in msgs} >= set(ids), timeout=60)
+            daemon.stop()
+        seen = [m.json()["id"] for m in sub.messages if m.json()["id"].startswith("backlog-")]
+        assert list(dict.fromkeys(seen)) == ids  # in order, after de-duplication
+    finally:
+        hotline.stop()
+        broker.close()
+
+
+def test_secrets_never_reach_the_logs(tmp_path: Path) -> None:
+    broker = LocalBroker()
+    broker.port = free_port(kind=1)  # nobody listens: the probe logs its reconnect attempts
+    config = tmp_path / "probe.toml"
+    text = config_text(tmp_path, broker, ["sip:hotline@127.0.0.1:9"], max_ring_s=0.5)
+    config.write_text(text.replace("keepalive_s = 5", 'keepalive_s = 5\nusername = "p"\n'
+                                   'password = "mqtt-S3CRET-pw"')
+                      .replace('rtp_port = 0', 'rtp_port = 0\nusername = "probe"\n'
+                               'password_env = "SIP_PW"'))
+    proc = subprocess.Popen([sys.executable, "-m", "probe", "-v", "run", "-c", str(config),
+                             "--log-format", "json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env={**__import__("os").environ, "SIP_PW": "sip-S3CRET-pw"})
+    time.sleep(6)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert '"level": "debug"' in out  # verbose: everything that could leak was logged
+    assert "S3CRET" not in out
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert lines and all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
