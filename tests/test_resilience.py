@@ -159,7 +159,9 @@ def test_daemon_survives_a_dead_sip_server_and_an_absent_broker(tmp_path: Path) 
     config.write_text(config_text(tmp_path, broker, [dead_sip], max_ring_s=1))
     daemon = Daemon(config)
     try:
-        _wait(lambda: _outbox_count(tmp_path / "state" / "outbox.sqlite3") >= 1, 30)
+        # A dead server answers nothing: the call ends at the probe's own limits (~2 s) plus
+        # the SIP stack's grace for a CANCEL that nobody acknowledges.
+        _wait(lambda: _outbox_count(tmp_path / "state" / "outbox.sqlite3") >= 1, 60)
         assert daemon.proc.poll() is None  # still running, nothing published yet
         broker.start()
         with Subscriber(broker.host, broker.port, f"hotline-probe/v1/{PROBE}/#") as sub:
