@@ -81,6 +81,23 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run test calls against local stand-ins (make demo)")
     demo.set_defaults(func=cmd_demo)
+
+    line = sub.add_parser("line", help="read the analog line through the probe board")
+    with_config(line)
+    line.add_argument("--json", action="store_true", help="print the line facts as JSON")
+    line.add_argument("--seconds", type=float, default=None,
+                      help="how long to sample (default: enough to settle a fault, 2.5 s)")
+    line.add_argument("--raw", action="store_true",
+                      help="mean ADC codes instead of a state (calibration, hardware/README.md)")
+    line.add_argument("--sim", metavar="SCENARIO",
+                      choices=("idle", "off-hook", "ringing", "reversed", "cut", "low",
+                               "dead-board"),
+                      help="read a simulated board instead of the hardware: %(choices)s")
+    line.set_defaults(func=cmd_line)
+
+    from probe.audio.cli import add_parsers as add_audio_parsers
+
+    add_audio_parsers(sub, DEFAULT_CONFIG)  # probe analyze, probe prompts add
     return p
 
 
@@ -97,7 +114,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_call(args: argparse.Namespace) -> int:
     from probe.config import load_config
     from probe.result import hotline_ok
-    from probe.runner import prepare_state_dir, run_call, start_sip_dialer
+    from probe.runner import prepare_state_dir, run_call, start_modem_dialer, start_sip_dialer
 
     config = load_config(args.config)
     target = config.target(args.target)
@@ -108,7 +125,8 @@ def cmd_call(args: argparse.Namespace) -> int:
                             f"{', '.join(target.channels)})")], config.source)
     audio_dir = prepare_state_dir(config)
     try:
-        dialer = start_sip_dialer(config) if channel == "sip" else None
+        dialer: Any = (start_sip_dialer(config) if channel == "sip"
+                       else start_modem_dialer(config, channel))
         try:
             doc = run_call(config, target, channel, dialer, audio_dir)
         finally:
@@ -127,6 +145,28 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_format, verbose=args.verbose)
     return run_daemon(args.config, once=args.once)
+
+
+def cmd_line(args: argparse.Namespace) -> int:
+    """``probe line``: exit 0 the line is usable (idle, in use, ringing), 1 a local line or
+    board fault, 2 no ``[line]`` section, a configuration error, or no board to read."""
+    from probe.config import load_config
+    from probe.line import format_report, line_report
+
+    config = load_config(args.config)
+    if config.line is None:
+        raise ConfigError([("line", "no [line] section: this probe has no line interface "
+                            "configured (see hardware/README.md)")], config.source)
+    try:
+        doc, code = line_report(config.line, args.seconds, sim=args.sim, raw=args.raw)
+    except Exception as exc:  # gpiozero: no pin factory, no spidev, permission denied
+        if args.sim is not None:
+            raise
+        print(f"probe: cannot read the line interface: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(doc, indent=2) if args.json else format_report(doc))
+    return code
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -156,6 +196,13 @@ def summarize(doc: dict[str, Any]) -> str:
     ]
     if sip:
         lines.append(f"  SIP final {sip['final_code']} {sip['final_reason'] or ''}".rstrip())
+    modem = doc.get("modem")
+    if modem:
+        lines.append(f"  modem {modem['profile']} ({modem['model'] or '?'}): "
+                     f"{modem['registration_state'] or '-'}, {modem['operator'] or '-'} "
+                     f"{modem['access_technology'] or ''}, signal {modem['signal_dbm']} dBm; "
+                     f"end {modem['result']} cause {modem['cause']} {modem['cause_text'] or ''}"
+                     + (f"; error {modem['error']}" if modem["error"] else ""))
     if rtp:
         lines.append(f"  RTP {rtp['codec']}: {rtp['packets_received']} received, "
                      f"{rtp['packets_lost']} lost, jitter {rtp['jitter_mean_ms']} ms mean")

@@ -47,6 +47,7 @@ __all__ = [
     "Expectations",
     "IndicatorConfig",
     "LineConfig",
+    "ModemConfig",
     "MqttConfig",
     "ProbeIdentity",
     "Secret",
@@ -130,6 +131,8 @@ class Target:
     expect: Expectations = field(default_factory=Expectations)
     dtmf: str | None = None  # digits sent after answer (IVR navigation), e.g. "1" or "2#"
     dtmf_after_s: float = 2.0  # seconds after answer before the digits are sent
+    zone: str | None = None  # audio: tone plan (ISO 3166 code) of this target's network
+    expected_prompts: tuple[str, ...] = ()  # audio: names of the prompts that should play
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,39 @@ class IndicatorConfig:
     alarm_repeat_max: int = 3  # at most this many repeats per episode; 0 = no limit
 
 
+MODEM_KINDS = ("gsm", "analog")
+MODEM_BAUDS = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
+
+
+@dataclass(frozen=True)
+class ModemConfig:
+    """[modems.gsm] / [modems.analog]: a voice modem (see probe/dial/modem.py)."""
+
+    kind: str  # "gsm" | "analog": the table's name, the channel it serves
+    port: str  # pyserial URL: "/dev/serial/by-id/usb-SimTech...-if02-port0", "rfc2217://h:p"
+    model: str = "auto"  # "auto" (AT+CGMI/AT+CGMM/ATI pick the profile) or a profile name
+    baud: int = 115200
+    audio_port: str | None = None  # gsm: pyserial URL of the PCM voice port (SIMCom if04...)
+    power_pin: int | None = None  # BCM GPIO driving the power key (through a transistor)
+    power_pulse_s: float = 1.2  # power key press; SIM800 toggles on a press of >= 1 s
+    status_pin: int | None = None  # BCM GPIO reading the modem's STATUS output (high = on)
+    reset_pin: int | None = None  # BCM GPIO driving RESET (used before the power key)
+    sim_pin: Secret | None = None  # gsm: entered when the SIM asks for it (never logged)
+    ringback_silence_s: float = 7.0  # analog: answer declared this long after ringback stops
+    boot_wait_s: float = 15.0  # after a power cycle, how long AT may take to answer
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """[audio]: how recorded calls are heard (see probe/audio/)."""
+
+    zone: str | None = None  # tone plan (ISO 3166 alpha-2); None = name what is unambiguous
+    prompts_dir: Path | None = None  # reference prompts (<name>.wav); None = <state_dir>/prompts
+    quality: str = "visqol"  # full-reference score of the matched prompt: visqol | pesq | off
+    vad_model: bool = True  # Silero VAD on what the energy gate and tone mask leave
+    jitter_buffer_ms: float = 60.0  # E-model: receive buffer depth (late packets beyond it)
+
+
 @dataclass(frozen=True)
 class Config:
     probe: ProbeIdentity
@@ -183,6 +219,12 @@ class Config:
     source: str = "<memory>"
     line: LineConfig | None = None  # [line]: the probe board's line interface; None = no board
     indicator: IndicatorConfig | None = None  # [indicator]: None = log the status only
+    modems: Mapping[str, ModemConfig] = field(default_factory=dict)  # [modems.gsm|analog]
+    audio: AudioConfig = field(default_factory=lambda: AudioConfig())  # [audio]
+
+    def modem(self, channel: str) -> ModemConfig | None:
+        """The modem serving ``channel`` ("gsm"/"analog"), None when not configured."""
+        return self.modems.get(channel)
 
     def target(self, name: str) -> Target:
         """The target called ``name``; :class:`ConfigError` (key ``targets``) if there is none."""
@@ -235,7 +277,8 @@ def parse_config(
     problems: list[Problem] = []
     if not isinstance(data, dict):
         raise ConfigError([("(file)", "the top level must be a table")], source)
-    top = _Table(data, "", ("probe", "mqtt", "sip", "targets", "line", "indicator"), problems)
+    top = _Table(data, "", ("probe", "mqtt", "sip", "targets", "line", "indicator", "modems",
+                            "audio"), problems)
 
     probe = mqtt = sip = None
     if not top.has("probe"):
@@ -251,6 +294,12 @@ def parse_config(
         line = _line(section)
     if top.has("indicator") and (section := top.section("indicator", "[indicator]")):
         indicator = _indicator(section)
+    modems: dict[str, ModemConfig] = {}
+    if top.has("modems") and (section := top.section("modems", "[modems.gsm]")):
+        modems = _modems(section, ctx)
+    audio = AudioConfig()
+    if top.has("audio") and (section := top.section("audio", "[audio]")):
+        audio = _audio(section, ctx) or audio
     targets = _targets(top, problems)
 
     sip_users = _sip_users(top.data.get("targets"))
@@ -258,12 +307,19 @@ def parse_config(
         who = ", ".join(sip_users)
         verb = "targets {} use" if len(sip_users) > 1 else "target {} uses"
         top.problem("sip", f'missing: required because {verb.format(who)} channel "sip"')
+    for kind in MODEM_KINDS:
+        users = _channel_users(top.data.get("targets"), kind)
+        modems_table = top.data.get("modems")
+        if users and not (isinstance(modems_table, dict) and kind in modems_table):
+            verb = "targets {} use" if len(users) > 1 else "target {} uses"
+            problems.append((f"modems.{kind}", f"missing: required because "
+                             f'{verb.format(", ".join(users))} channel "{kind}"'))
 
     if problems:
         raise ConfigError(problems, source)
     assert probe is not None
     return Config(probe=probe, mqtt=mqtt, sip=sip, targets=tuple(targets), source=source,
-                  line=line, indicator=indicator)
+                  line=line, indicator=indicator, modems=modems, audio=audio)
 
 
 # --------------------------------------------------------------------------- sections
@@ -548,6 +604,84 @@ def _targets(top: _Table, problems: list[Problem]) -> list[Target]:
     return targets
 
 
+def _modems(t: _Table, ctx: _Context) -> dict[str, ModemConfig]:
+    t.allow(*MODEM_KINDS)
+    modems: dict[str, ModemConfig] = {}
+    for kind in MODEM_KINDS:
+        if t.has(kind) and (section := t.section(kind, f"[modems.{kind}]")):
+            modem = _modem(section, kind, ctx)
+            if modem is not None:
+                modems[kind] = modem
+    return modems
+
+
+def _modem(t: _Table, kind: str, ctx: _Context) -> ModemConfig | None:
+    from probe.at.profiles import PROFILES  # declarative data, no hardware
+
+    common = ("port", "model", "baud", "power_pin", "power_pulse_s", "status_pin", "reset_pin",
+              "boot_wait_s")
+    if kind == "gsm":
+        t.allow(*common, "audio_port", *secret_keys("sim_pin"))
+    else:
+        t.allow(*common, "ringback_silence_s")
+    models = ("auto", *(name for name, p in PROFILES.items() if p.channel == kind))
+    pin = _int(0, 27, "BCM GPIO number")
+    modem = ModemConfig(
+        kind=kind,
+        port=t.get("port", _serial_url, required=True),
+        model=t.get("model", _choice(models), "auto"),
+        baud=t.get("baud", _baud, 115200),
+        audio_port=t.get("audio_port", _serial_url, None) if kind == "gsm" else None,
+        power_pin=t.get("power_pin", pin, None),
+        power_pulse_s=t.get("power_pulse_s", _number(0, 10, "seconds", exclusive_low=True),
+                            1.2),
+        status_pin=t.get("status_pin", pin, None),
+        reset_pin=t.get("reset_pin", pin, None),
+        sim_pin=t.secret("sim_pin", ctx) if kind == "gsm" else None,
+        ringback_silence_s=t.get("ringback_silence_s", _number(0.5, 25.5, "seconds"), 7.0)
+        if kind == "analog" else 7.0,
+        boot_wait_s=t.get("boot_wait_s", _number(1, 120, "seconds"), 15.0),
+    )
+    pins: dict[int, str] = {}
+    for key in ("power_pin", "status_pin", "reset_pin"):
+        value = getattr(modem, key)
+        if value is not None and value in pins:
+            t.problem(key, f"GPIO {value} is already the {pins[value]}")
+        elif value is not None:
+            pins[value] = key
+    if modem.sim_pin is not None and not re.fullmatch(r"[0-9]{4,8}", modem.sim_pin.reveal()):
+        t.problem("sim_pin", "must be 4 to 8 digits (the value is not shown)")
+    if modem.status_pin is not None and modem.power_pin is None:
+        t.problem("status_pin", "needs power_pin: the status is read to drive the power key")
+    return modem if t.valid else None
+
+
+def _serial_url(value: Any) -> str:
+    ok = isinstance(value, str) and value.strip() == value and value and (
+        value.startswith("/") or re.fullmatch(r"[a-z0-9+]+://\S*", value))
+    if not ok:
+        raise _Bad('must be a device path or a pyserial URL ("/dev/serial/by-id/...", '
+                   f'"rfc2217://host:port", "loop://"), got {_show(value)}')
+    return value
+
+
+def _baud(value: Any) -> int:
+    if isinstance(value, bool) or value not in MODEM_BAUDS:
+        raise _Bad(f"must be one of {', '.join(map(str, MODEM_BAUDS))}, got {_show(value)}")
+    return value
+
+
+def _channel_users(raw: Any, channel: str) -> list[str]:
+    """Who lists ``channel`` (even in an otherwise broken target): '"name"' or 'targets[i]'."""
+    users: dict[str, None] = {}
+    for i, item in enumerate(raw if isinstance(raw, list) else []):
+        channels = item.get("channels") if isinstance(item, dict) else None
+        if isinstance(channels, list) and channel in channels:
+            name = item.get("name")
+            users[f'"{name}"' if isinstance(name, str) else f"targets[{i}]"] = None
+    return list(users)
+
+
 def _sip_users(raw: Any) -> list[str]:
     """Who lists channel "sip" (even in an otherwise broken target): '"name"' or 'targets[i]'."""
     users: dict[str, None] = {}
@@ -561,7 +695,7 @@ def _sip_users(raw: Any) -> list[str]:
 
 def _target(t: _Table) -> Target | None:
     t.allow("name", "sip_uri", "number", "channels", "interval_s", "expect", "dtmf",
-            "dtmf_after_s")
+            "dtmf_after_s", "zone", "expected_prompts")
     name = t.get(
         "name",
         _matching(
@@ -585,6 +719,8 @@ def _target(t: _Table) -> Target | None:
     interval_s = t.get("interval_s", _int(30, 86400, "seconds"), 900)
     dtmf = t.get("dtmf", _matching(DTMF_RE, 'must be 1 to 32 of the DTMF digits 0-9 * # A-D'), None)
     dtmf_after_s = t.get("dtmf_after_s", _number(0, 600, "seconds"), 2.0)
+    zone = t.get("zone", _zone, None)
+    expected_prompts = t.get("expected_prompts", _prompt_names, ())
     expect: Expectations | None = Expectations()
     if t.has("expect"):
         section = t.section("expect", "[targets.expect]")
@@ -599,7 +735,42 @@ def _target(t: _Table) -> Target | None:
 
     if not t.valid or expect is None:
         return None
-    return Target(name, sip_uri, number, channels, interval_s, expect, dtmf, dtmf_after_s)
+    return Target(name, sip_uri, number, channels, interval_s, expect, dtmf, dtmf_after_s,
+                  zone, expected_prompts)
+
+
+QUALITY_METHODS = ("visqol", "pesq", "off")
+PROMPT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _audio(t: _Table, ctx: _Context) -> AudioConfig | None:
+    t.allow("zone", "prompts_dir", "quality", "vad_model", "jitter_buffer_ms")
+    audio = AudioConfig(
+        zone=t.get("zone", _zone, None),
+        prompts_dir=t.get("prompts_dir", _path(ctx.base_dir), None),
+        quality=t.get("quality", _choice(QUALITY_METHODS), "visqol"),
+        vad_model=t.get("vad_model", _bool, True),
+        jitter_buffer_ms=t.get("jitter_buffer_ms", _number(0, 1000, "milliseconds"), 60.0),
+    )
+    return audio if t.valid else None
+
+
+def _zone(value: Any) -> str:
+    from probe.audio.plans import countries
+
+    known = countries()
+    if not isinstance(value, str) or value.upper() not in known:
+        raise _Bad(f"must be the ISO 3166 code of a country with a tone plan ({', '.join(known)})"
+                   f", got {_show(value)}")
+    return value.upper()
+
+
+def _prompt_names(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(
+            isinstance(v, str) and PROMPT_NAME_RE.fullmatch(v) for v in value):
+        raise _Bad('must be an array of prompt names (1-64 letters, digits, ".", "_" or "-"), '
+                   f"got {_show(value)}")
+    return tuple(value)
 
 
 def _channels(t: _Table) -> tuple[str, ...]:

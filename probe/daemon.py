@@ -375,7 +375,7 @@ class Daemon:
             subscriptions=("cmd/+",), on_message=self.commands.receive)
 
     def _workers(self, config: Config, audio_dir: Path) -> dict[str, ChannelWorker]:
-        from probe.runner import start_sip_dialer
+        from probe.runner import start_modem_dialer, start_sip_dialer
 
         def place(job: Job, dialer: Any) -> dict[str, Any]:
             doc = run_call(config, job.target, job.channel, dialer, audio_dir)
@@ -387,8 +387,10 @@ class Daemon:
         if "sip" in channels:
             workers["sip"] = ChannelWorker("sip", lambda: start_sip_dialer(config), place,
                                            self._result).start()
-        for channel in sorted(channels - {"sip"}):
-            log.error("channel %r has no dialer in this version: its slots are skipped", channel)
+        for channel in sorted(channels & {"gsm", "analog"}):  # the modems (probe.dial.modem)
+            workers[channel] = ChannelWorker(
+                channel, lambda c=channel: start_modem_dialer(config, c), place,
+                self._result).start()
         return workers
 
     def _result(self, job: Job, doc: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from probe.daemon import Daemon
 from probe.sim.broker import LocalBroker, Message, Subscriber
 from probe.sim.hotline import NEVER_ANSWER, HotlineBehaviour, SippHotline
+from probe.sim.modem import ModemEmulator, scenario
 
 HOTLINES: dict[str, tuple[str, HotlineBehaviour]] = {
     "support": ("rings 2.5 s, answers with a greeting",
@@ -45,6 +46,25 @@ local_address = "127.0.0.1"
 local_port = 0
 rtp_port = 0
 {targets}"""
+
+# The GSM call: a SIM7600 emulator behind a real pseudo-terminal (probe/sim/modem.py).
+MOBILE = ("mobile", "+33472000390", "rings 1.5 s over GSM (emulated SIM7600), answers",
+          scenario("answered", pdd_ms=800, ring_ms=1500))
+
+MODEM = """
+[modems.gsm]
+port = "{port}"
+audio_port = "{audio_port}"
+
+[[targets]]
+name = "{name}"
+number = "{number}"
+channels = ["gsm"]
+[targets.expect]
+max_post_dial_delay_ms = 3000
+max_ring_s = 5
+hold_s = 3
+"""
 
 TARGET = """
 [[targets]]
@@ -72,6 +92,12 @@ def run_demo(out: Any = None) -> int:
             hotline = stack.enter_context(SippHotline(behaviour))
             say(f"hotline {name!r}: SIPp at {hotline.uri} — {what}")
             targets.append(TARGET.format(name=name, uri=hotline.uri))
+        name, number, what, script = MOBILE
+        modem = stack.enter_context(ModemEmulator("sim7600", script, audio_port=True,
+                                                  directory=work))
+        say(f"hotline {name!r}: {number} through a modem at {modem.url} — {what}")
+        targets.append(MODEM.format(port=modem.url, audio_port=modem.audio_url, name=name,
+                                    number=number))
         config_path = work / "probe.toml"
         config_path.write_text(CONFIG.format(state_dir=work / "state", mqtt_host=broker.host,
                                              mqtt_port=broker.port, targets="".join(targets)))
@@ -82,25 +108,27 @@ def run_demo(out: Any = None) -> int:
                        on_message=lambda m: say("  " + _one_line(m))))
         Daemon(str(config_path), once=True).run()
         subscriber.wait_for(lambda msgs: sum(m.topic.endswith("/result") for m in msgs)
-                            >= len(HOTLINES), timeout=10)
+                            >= len(HOTLINES) + 1, timeout=10)
         results = [m.json() for m in subscriber.messages if m.topic.endswith("/result")]
         say("\n" + results_table(results))
     say(f"\ndemo finished in {time.monotonic() - started:.1f} s; everything it started is "
         "stopped.")
     ok = {r["target"]: r["outcome"] for r in results} == {
-        "support": "answered", "sales": "busy", "after-hours": "no_answer"}
+        "support": "answered", "sales": "busy", "after-hours": "no_answer",
+        MOBILE[0]: "answered"}
     return 0 if ok else 1
 
 
 def results_table(results: list[dict[str, Any]]) -> str:
-    header = ("target", "outcome", "verdict", "PDD ms", "answer ms", "rang ms", "SIP", "RTP rx",
+    header = ("target", "outcome", "verdict", "PDD ms", "answer ms", "rang ms", "final", "RTP rx",
               "loss", "jitter ms")
     rows = [header]
     for r in results:
         t, sip, rtp = r["timings_ms"], r["sip"] or {}, r["rtp"] or {}
         rows.append((r["target"], r["outcome"], "OK" if r["expectations"]["met"] else "FAILED",
                      _cell(t["post_dial_delay"]), _cell(t["time_to_answer"]),
-                     _cell(t["ring_duration"]), _cell(sip.get("final_code")),
+                     _cell(t["ring_duration"]),
+                     _cell(sip.get("final_code") if sip else (r.get("modem") or {}).get("result")),
                      _cell(rtp.get("packets_received")), _cell(rtp.get("loss_ratio")),
                      _cell(rtp.get("jitter_mean_ms"))))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]

@@ -35,6 +35,13 @@ class Outcome(StrEnum):
     AUTH_FAILED = "auth_failed"  # 401/407 as final, or 403 to our credentials
     UNREACHABLE = "unreachable"  # nothing came back from the network (timeout, transport error)
     FAILED = "failed"  # the probe itself could not place the call
+    # PSTN (modem) outcomes: see classify_modem
+    NO_DIAL_TONE = "no_dial_tone"  # analog: no dial tone (dead line); GSM: no service at dial
+    NO_CARRIER = "no_carrier"  # the network cleared the attempt without a more precise cause
+    UNASSIGNED_NUMBER = "unassigned_number"  # cause 1/3/22/28, or SIT tones on an analog line
+    NOT_REGISTERED = "not_registered"  # GSM: the modem is not registered on a network
+    NO_SIM = "no_sim"  # GSM: SIM absent, failed or locked
+    MODEM_ERROR = "modem_error"  # the modem did not answer, vanished or refused the dial
     ABORTED = "aborted"  # the probe stopped the call before it ended (shutdown): not a verdict
 
 
@@ -43,7 +50,9 @@ NOT_FOUND_CODES = {404, 410, 484, 604}
 
 
 def classify(record: CallRecord) -> Outcome:
-    """The outcome of a SIP call, from its timeline."""
+    """The outcome of a call, from its timeline (SIP here; modems: :func:`classify_modem`)."""
+    if record.channel != "sip":
+        return classify_modem(record)
     if record.has(Ev.ANSWER):
         return Outcome.ANSWERED
     hangup = record.first(Ev.HANGUP)
@@ -83,6 +92,55 @@ def outcome_of_sip_code(code: int, *, retried_with_credentials: bool = False) ->
     return Outcome.FAILED
 
 
+def classify_modem(record: CallRecord) -> Outcome:
+    """The outcome of a GSM/analog call, from its timeline and ``facts["modem"]``.
+
+    Order: answered; the probe gave up ringing (no_answer); the modem could not place the call
+    (its error); then the network's cause (24.008 / Q.850, from AT+CEER or ^CEND); then the
+    final result word (BUSY, NO ANSWER, NO DIALTONE, NO CARRIER).
+    """
+    from probe.at import causes  # plain data
+
+    modem = record.facts.get("modem") or {}
+    if record.has(Ev.ANSWER):
+        return Outcome.ANSWERED
+    hangup = record.first(Ev.HANGUP)
+    if hangup is not None and hangup.reason == "max_ring":
+        return Outcome.NO_ANSWER
+    error = modem.get("error")
+    if error in MODEM_ERROR_OUTCOMES:
+        return MODEM_ERROR_OUTCOMES[error]
+    if error is not None:
+        return Outcome.MODEM_ERROR
+    if hangup is not None and hangup.reason == "no_progress":
+        return Outcome.UNREACHABLE
+    if modem.get("sit"):
+        return Outcome.UNASSIGNED_NUMBER
+    cause = modem.get("cause")
+    for codes, outcome in ((causes.UNASSIGNED, Outcome.UNASSIGNED_NUMBER),
+                           (causes.BUSY, Outcome.BUSY), (causes.NO_ANSWER, Outcome.NO_ANSWER),
+                           (causes.CONGESTION, Outcome.CONGESTION),
+                           (causes.REJECTED, Outcome.REJECTED)):
+        if cause in codes:
+            return outcome
+    result = modem.get("result")
+    by_word = {"BUSY": Outcome.BUSY, "NO ANSWER": Outcome.NO_ANSWER,
+               "NO DIALTONE": Outcome.NO_DIAL_TONE, "NO DIAL TONE": Outcome.NO_DIAL_TONE,
+               "NO CARRIER": Outcome.NO_CARRIER}
+    if result in by_word:
+        return by_word[result]
+    if cause in causes.NORMAL:
+        return Outcome.REJECTED  # cleared normally without ever answering
+    return Outcome.FAILED if record.first(Ev.END) is None else Outcome.NO_CARRIER
+
+
+MODEM_ERROR_OUTCOMES = {
+    "modem.not_registered": Outcome.NOT_REGISTERED,
+    "modem.no_sim": Outcome.NO_SIM,
+    "modem.sim_locked": Outcome.NO_SIM,
+}
+
+
 def dial_attempts(record: CallRecord) -> int:
     return sum(1 for e in record.events if e.kind == Ev.DIAL)
 
@@ -104,7 +162,8 @@ def timings(record: CallRecord) -> Timings:
     dial = record.first(Ev.DIAL)
     if dial is None:
         return Timings(None, None, None, None, None)
-    ringing = record.first(Ev.PROGRESS, codes=range(101, 200))
+    ringing = (record.first(Ev.PROGRESS, codes=range(101, 200)) if record.channel == "sip"
+               else record.first(Ev.PROGRESS))  # modems: alerting carries no code
     answer = record.first(Ev.ANSWER)
     end = record.first(Ev.END)
     hangup = record.first(Ev.HANGUP)
@@ -159,7 +218,11 @@ def judge(outcome: Outcome, t: Timings, record: CallRecord, expect: Expectations
         # The probe hangs up at the limit, so reaching it (not exceeding it) is the failure.
         checks.append(Check("ring_duration_ms", outcome != Outcome.NO_ANSWER
                             and t.ring_duration_ms < limit_ms, limit_ms, t.ring_duration_ms))
-    if outcome == Outcome.ANSWERED and expect.require_media:
+    if outcome == Outcome.ANSWERED and expect.require_media and record.channel == "sip":
         received = record.rtp.packets_received if record.rtp else 0
         checks.append(Check("media_received", received > 0, "RTP packets > 0", received))
+    elif outcome == Outcome.ANSWERED and expect.require_media and record.audio_path is not None:
+        # Modems: checked only where the modem delivers audio (PCM port, V.253 VRX).
+        frames = int(record.facts.get("audio_frames") or 0)
+        checks.append(Check("media_received", frames > 0, "audio frames > 0", frames))
     return Verdict(checks)

@@ -45,8 +45,8 @@ def rfc3339(wall_ns: int) -> str:
 
 
 def build_result(record: CallRecord, expect: Expectations, probe: ProbeIdentity,
-                 *, result_id: str | None = None, clock_synced: bool | None = None
-                 ) -> dict[str, Any]:
+                 *, result_id: str | None = None, clock_synced: bool | None = None,
+                 analysis: dict[str, Any] | None = None) -> dict[str, Any]:
     outcome = classify(record)
     t = timings(record)
     verdict = judge(outcome, t, record, expect)
@@ -71,8 +71,11 @@ def build_result(record: CallRecord, expect: Expectations, probe: ProbeIdentity,
         "expectations": _expectations(verdict),
         "timings_ms": _timings(t),
         "sip": _sip(record) if record.channel == "sip" else None,
+        "modem": modem_facts(record) if record.channel != "sip" else None,
         "rtp": _rtp(record),
         "audio": _audio(record, t0),
+        # what was heard (probe/audio): null when there was no recording to analyse
+        "analysis": analysis,
         "timeline": [
             {"at_ms": round((e.t_ns - t0) / 1e6, 1), "event": str(e.kind), "code": e.code,
              "reason": e.reason}
@@ -131,6 +134,36 @@ def _sip(record: CallRecord) -> dict[str, Any]:
         "ended_by": ended_by,
         "registration": registration,
     }
+
+
+MODEM_FIELDS = (
+    "profile", "manufacturer", "model", "firmware", "imei", "imsi", "sim", "registration_state",
+    "operator", "access_technology", "signal_dbm", "ber", "rsrp_dbm", "rsrq_db", "call_progress",
+    "answer_source", "through_connect_possible", "ringback_bursts", "dial_tone", "sit", "result",
+    "cause", "cause_text", "cause_source", "end_duration_s", "ended_by", "dropped",
+    "audio_source", "idle_after", "error")
+
+
+def modem_facts(record: CallRecord) -> dict[str, Any]:
+    """The ``modem`` object: radio/line facts and the modem's own account of the call.
+
+    IMEI/IMSI arrive masked from ``probe.at.parse.mask_identity``; the schema's pattern
+    refuses a full one, so a regression cannot publish it."""
+    facts = record.facts.get("modem") or {}
+    doc: dict[str, Any] = {key: facts.get(key) for key in MODEM_FIELDS}
+    registration = facts.get("registration")
+    doc["registration"] = ({k: registration.get(k) for k in ("cs", "ps", "eps")}
+                           if isinstance(registration, dict) else None)
+    doc["dropped"] = bool(facts.get("dropped"))
+    doc["through_connect_possible"] = bool(facts.get("through_connect_possible"))
+    # Where the network may through-connect at ringback, the UART's answer is not proof:
+    # null until audio analysis confirms it, true/false once it has.
+    doc["answer_confirmed"] = facts.get("answer_confirmed",
+                                        None if doc["through_connect_possible"] else
+                                        (True if record.has(Ev.ANSWER) else None))
+    doc["audio_frames"] = record.facts.get("audio_frames")
+    doc["recovery"] = list(facts.get("recovery") or [])
+    return doc
 
 
 def _rtp(record: CallRecord) -> dict[str, Any] | None:

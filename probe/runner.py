@@ -9,14 +9,19 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from probe.clock import clock_synced
 from probe.config import Config, Target
 from probe.dial.sip import SipDialer
 from probe.errors import ConfigError, DialerError
 from probe.result import build_result, validate_result
+
+if TYPE_CHECKING:
+    from probe.dial.modem import ModemDialer
+from probe.timeline import CallRecord
 
 log = logging.getLogger("probe.run")
 
@@ -51,21 +56,61 @@ def start_sip_dialer(config: Config) -> SipDialer | None:
     return SipDialer(config.sip, probe_id=config.probe.id).start()
 
 
-def run_call(config: Config, target: Target, channel: str, dialer: SipDialer | None,
-             audio_dir: Path) -> dict[str, Any]:
-    """Place one test call and return its validated result document."""
-    if channel != "sip":
-        raise DialerError(f"channel {channel!r} has no dialer in this version of the probe")
-    if dialer is None or target.sip_uri is None:
-        raise DialerError(f"target {target.name!r} has no SIP path configured")
+def start_modem_dialer(config: Config, channel: str) -> ModemDialer | None:
+    """A dialer for the modem serving ``channel`` ("gsm"/"analog"), None when none is
+    configured.  The port opens at the first call (and reopens after an unplug)."""
+    from probe.dial.modem import ModemDialer
+
+    modem = config.modem(channel)
+    return ModemDialer(modem) if modem is not None else None
+
+
+def run_call(config: Config, target: Target, channel: str,
+             dialer: SipDialer | ModemDialer | None, audio_dir: Path, *,
+             line_busy: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Place one test call and return its validated result document.
+
+    ``line_busy`` (analog only): when it says the line is in use the call is not placed and
+    :class:`probe.dial.modem.LineInUse` (a DialerError) is raised, so the caller defers it.
+    """
     result_id = str(uuid.uuid4())
-    record = dialer.call(target.sip_uri, target.expect, target=target.name,
-                         audio_path=audio_dir / f"{result_id}.wav", dtmf=target.dtmf,
-                         dtmf_after_s=target.dtmf_after_s)
+    audio_path = audio_dir / f"{result_id}.wav"
+    if channel in ("gsm", "analog"):
+        from probe.dial.modem import ModemDialer
+
+        if not isinstance(dialer, ModemDialer) or target.number is None:
+            raise DialerError(f"target {target.name!r} has no {channel} modem or number")
+        record = dialer.call(target.number, target.expect, target=target.name,
+                             audio_path=audio_path, dtmf=target.dtmf,
+                             dtmf_after_s=target.dtmf_after_s,
+                             line_busy=line_busy if channel == "analog" else None)
+    else:
+        if not isinstance(dialer, SipDialer) or target.sip_uri is None:
+            raise DialerError(f"target {target.name!r} has no SIP path configured")
+        record = dialer.call(target.sip_uri, target.expect, target=target.name,
+                             audio_path=audio_path, dtmf=target.dtmf,
+                             dtmf_after_s=target.dtmf_after_s)
     doc = build_result(record, target.expect, config.probe, result_id=result_id,
-                       clock_synced=clock_synced())
+                       clock_synced=clock_synced(), analysis=analyze_call(config, target, record))
     validate_result(doc)
     return doc
+
+
+def analyze_call(config: Config, target: Target, record: CallRecord) -> dict[str, Any] | None:
+    """Hear the recorded call (tones, speech, prompts, quality; probe/audio).  A failure of
+    the analysis is logged and leaves ``analysis`` null: it never loses the call's result."""
+    from probe.audio.call import analyze_record
+
+    audio = config.audio
+    try:
+        return analyze_record(
+            record, zone=target.zone or audio.zone,
+            prompts_dir=audio.prompts_dir or config.probe.state_dir / "prompts",
+            expected_prompts=target.expected_prompts, quality=audio.quality,
+            vad_model=audio.vad_model, jitter_buffer_ms=audio.jitter_buffer_ms)
+    except Exception:  # the analysis must not cost us the call's result
+        log.exception("audio analysis of %s failed", record.audio_path)
+        return None
 
 
 def next_boot_count(state_dir: Path) -> int:

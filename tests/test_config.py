@@ -39,6 +39,7 @@ BASE: dict[str, Any] = {
         "username": '"probe-017"',
         "password": f'"{SECRET}"',
     },
+    "modems": {"gsm": {"port": '"/dev/serial/by-id/usb-SimTech-if02-port0"'}},
     "targets": [
         {
             "name": '"support"',
@@ -163,6 +164,7 @@ def test_minimal_config_gets_the_defaults(tmp_path: Path) -> None:
     path.write_text(
         '[probe]\nid = "b1"\nsite = "Lyon"\n\n'
         '[[targets]]\nname = "support"\nnumber = "+33123456789"\nchannels = ["gsm"]\n'
+        '[modems.gsm]\nport = "/dev/ttyUSB2"\n'
     )
     config = load_config(path, environ={})
 
@@ -238,7 +240,8 @@ def test_target_lookup(tmp_path: Path) -> None:
             lambda c: not c.targets[1].expect.require_media,
         ),
         (
-            {"targets[0].channels": '["analog", "gsm", "sip"]'},
+            {"targets[0].channels": '["analog", "gsm", "sip"]',
+             "modems.analog.port": '"/dev/ttyS0"'},
             lambda c: len(c.targets[0].channels) == 3,
         ),
         (
@@ -247,6 +250,7 @@ def test_target_lookup(tmp_path: Path) -> None:
                 "targets[0].channels": '["gsm"]',
                 "targets[1].channels": '["analog"]',
                 "targets[1].number": '"*31#0123"',
+                "modems.analog.port": '"rfc2217://10.0.0.7:4001"',
             },
             lambda c: c.sip is None,
         ),
@@ -354,9 +358,9 @@ BAD_CASES: list[tuple[dict[str, Any], str, str]] = [
     ({"targets[1].expect.hold_s": "-1"}, "targets[1].expect.hold_s", "from 0 to 3600"),
     ({"targets[1].expect.hold_s": "3600.5"}, "targets[1].expect.hold_s", "from 0 to 3600"),
     # unknown keys, at every level
-    ({"colour": '"blue"'}, "colour", "unknown key (allowed: probe, mqtt, sip, targets)"),
+    ({"colour": '"blue"'}, "colour", "unknown key (allowed: probe, mqtt, sip, targets"),
     ({"target": {"name": '"x"'}}, "target", 'did you mean "targets"?'),
-    ({"probe.name": '"x"'}, "probe.name", "unknown key (allowed: id, site, state_dir)"),
+    ({"probe.name": '"x"'}, "probe.name", "unknown key (allowed: id, site, state_dir, max_jitter_s)"),
     ({"mqtt.hots": '"b"'}, "mqtt.hots", "unknown key (allowed: host, port, keepalive_s"),
     ({"mqtt.hots": '"b"'}, "mqtt.hots", 'did you mean "host"?'),
     ({"mqtt.tls": {"ca_fil": '"ca.pem"'}}, "mqtt.tls.ca_fil", 'did you mean "ca_file"?'),
@@ -627,6 +631,7 @@ def test_many_problems_reported_at_once() -> None:
             "targets[1].name",
             "targets[1].expect.max_ring_s",
             "sip",
+            "modems.gsm",
         ]
     )
     assert "Never-Show-Me-42" not in str(error)
@@ -716,3 +721,89 @@ def test_good_sip_uris(uri: str) -> None:
 )
 def test_bad_sip_uris(uri: str) -> None:
     assert sip_uri_problem(uri)
+
+
+# --------------------------------------------------------------------------- [audio] (probe/audio)
+
+
+def test_audio_section_and_target_audio_keys(tmp_path: Path) -> None:
+    config = load(tmp_path, {
+        "audio": {"zone": '"fr"', "prompts_dir": '"prompts"', "quality": '"pesq"',
+                  "vad_model": "false", "jitter_buffer_ms": "80"},
+        "targets[0].zone": '"de"', "targets[0].expected_prompts": '["welcome", "closed"]',
+    })
+    audio = config.audio
+    assert (audio.zone, audio.quality, audio.vad_model, audio.jitter_buffer_ms) == (
+        "FR", "pesq", False, 80.0)
+    assert audio.prompts_dir == tmp_path / "prompts"
+    support = config.target("support")
+    assert support.zone == "DE" and support.expected_prompts == ("welcome", "closed")
+    sales = config.target("sales")
+    assert sales.zone is None and sales.expected_prompts == ()
+
+
+def test_audio_defaults(tmp_path: Path) -> None:
+    audio = load(tmp_path).audio
+    assert (audio.zone, audio.prompts_dir, audio.quality, audio.vad_model) == (
+        None, None, "visqol", True)
+
+
+def test_audio_problems_are_named_by_key(tmp_path: Path) -> None:
+    found = problems(tmp_path, {
+        "audio": {"zone": '"XX"', "quality": '"mos"', "vad": "true",
+                  "jitter_buffer_ms": "true"},
+        "targets[1].expected_prompts": '"welcome"', "targets[1].zone": "7",
+    })
+    assert_problem(found, "audio.zone", "ISO 3166 code of a country with a tone plan")
+    assert_problem(found, "audio.quality", 'must be one of "visqol", "pesq", "off"')
+    assert_problem(found, "audio.vad", "unknown key")
+    assert_problem(found, "audio.jitter_buffer_ms", "must be a number")
+    assert_problem(found, "targets[1].expected_prompts", "array of prompt names")
+    assert_problem(found, "targets[1].zone", "ISO 3166")
+
+
+# --------------------------------------------------------------------------- [modems.*]
+
+
+def test_modem_sections_parse(tmp_path: Path) -> None:
+    config = load(tmp_path, {
+        "modems.gsm.model": '"sim7600"', "modems.gsm.audio_port": '"/dev/ttyUSB4"',
+        "modems.gsm.power_pin": "4", "modems.gsm.status_pin": "17",
+        "modems.gsm.sim_pin": '"1234"', "modems.analog.port": '"rfc2217://10.0.0.7:4001"',
+        "modems.analog.ringback_silence_s": "5",
+    })
+    gsm, analog = config.modem("gsm"), config.modem("analog")
+    assert gsm is not None and analog is not None
+    assert (gsm.kind, gsm.model, gsm.baud, gsm.power_pin, gsm.status_pin) == (
+        "gsm", "sim7600", 115200, 4, 17)
+    assert gsm.sim_pin is not None and gsm.sim_pin.reveal() == "1234"
+    assert "1234" not in repr(config)
+    assert (analog.model, analog.ringback_silence_s) == ("auto", 5.0)
+
+
+@pytest.mark.parametrize(("overrides", "key", "fragment"), [
+    ({"modems.gsm.prot": '"/dev/x"'}, "modems.gsm.prot", 'did you mean "port"?'),
+    ({"modems.gsm.port": '"ttyUSB2"'}, "modems.gsm.port", "pyserial URL"),
+    ({"modems.gsm.model": '"v253"'}, "modems.gsm.model", "must be one of"),
+    ({"modems.gsm.baud": "12345"}, "modems.gsm.baud", "must be one of 9600"),
+    ({"modems.gsm.power_pin": "40"}, "modems.gsm.power_pin", "from 0 to 27"),
+    ({"modems.gsm.power_pin": "4", "modems.gsm.reset_pin": "4"}, "modems.gsm.reset_pin",
+     "already the power_pin"),
+    ({"modems.gsm.status_pin": "17"}, "modems.gsm.status_pin", "needs power_pin"),
+    ({"modems.gsm.sim_pin": '"12ab"'}, "modems.gsm.sim_pin", "4 to 8 digits"),
+    ({"modems.gsm.ringback_silence_s": "5"}, "modems.gsm.ringback_silence_s", "unknown key"),
+    ({"modems.analog.port": '"/dev/ttyS0"', "modems.analog.audio_port": '"/dev/x"'},
+     "modems.analog.audio_port", "unknown key"),
+    ({"modems.gsm": DROP}, "modems.gsm", 'target "support" uses channel "gsm"'),
+    ({"targets[1].channels": '["analog"]', "targets[1].number": '"+33472000391"'},
+     "modems.analog", 'target "sales" uses channel "analog"'),
+    ({"modems.umts": "{}"}, "modems.umts", "unknown key (allowed: gsm, analog)"),
+])
+def test_modem_problems_are_named_by_key(tmp_path: Path, overrides: dict[str, Any], key: str,
+                                         fragment: str) -> None:
+    assert_problem(problems(tmp_path, overrides), key, fragment)
+
+
+def test_sim_pin_never_shown_in_problems(tmp_path: Path) -> None:
+    found = problems(tmp_path, {"modems.gsm.sim_pin": '"98x7"'})
+    assert all("98x7" not in reason for _, reason in found)

@@ -40,6 +40,7 @@ PUMP_MS = 5  # libHandleEvents wait; bounds how late a loop decision can be, not
 STATS_EVERY_NS = 250_000_000
 HANGUP_GRACE_NS = 10_000_000_000  # after CANCEL/BYE, how long to wait for the call to end
 WAV_CLOSE_WAIT_NS = 2_000_000_000  # after dropping the recorder, how long to wait for the WAV
+CANCEL_LINGER_NS = 500_000_000  # after a CANCEL, how long close() still pumps (to ACK the 487)
 
 
 def pjproject_version() -> str:
@@ -213,6 +214,7 @@ class SipDialer:
         self._transport_id: int | None = None
         self._log_writer = _LogWriter()  # pjsua2 keeps a raw pointer: we keep the object
         self._abort = threading.Event()  # set from any thread: hang up the current call now
+        self._linger_until = 0  # monotonic ns: close() keeps pumping until then (see _release)
         self.last_beat = time.monotonic()  # the owning thread is alive (for the watchdog)
         self.version = ""
 
@@ -294,6 +296,8 @@ class SipDialer:
             return
         self._check_thread()
         ep = self._ep
+        while time.monotonic_ns() < self._linger_until:
+            self._pump()
         if self._account is not None:
             if self.account_config.registrar and self.registration.code == 200:
                 self._unregister(timeout_s=2.0)
@@ -427,6 +431,11 @@ class SipDialer:
             deadline = time.monotonic_ns() + HANGUP_GRACE_NS
             while not call.record.has(Ev.END) and time.monotonic_ns() < deadline:
                 self._pump()
+        if call.record.has(Ev.HANGUP) and not call.record.has(Ev.ANSWER):
+            # pjsua reports the call DISCONNECTED as soon as its CANCEL is sent; the far end's
+            # 487 still has to arrive and be ACKed by the transaction layer (else it is resent
+            # for 32 s), so the endpoint must not be destroyed at once.
+            self._linger_until = time.monotonic_ns() + CANCEL_LINGER_NS
         recorder = call.recorder
         wav = call.recorder_path if recorder is not None else None
         call.recorder = None

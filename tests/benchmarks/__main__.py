@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from . import bench_call_cost, bench_timing
+from . import bench_audio, bench_call_cost, bench_modem, bench_timing
 from ._stats import ErrorStats, table
 
 QUICK_CALLS = 8
@@ -33,7 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=bench_timing.DEFAULT_SEED,
                    help="seed of the imposed delays (default %(default)s)")
     p.add_argument("--quick", action="store_true", help="fewer calls: a smoke run")
-    p.add_argument("--only", choices=("timing", "cost"), help="run one benchmark only")
+    p.add_argument("--only", choices=("timing", "cost", "audio", "modem"),
+                   help="run one benchmark only")
     args = p.parse_args(argv)
     calls = args.calls if args.calls is not None else (QUICK_CALLS if args.quick else 50)
     runs = args.runs if args.runs is not None else (QUICK_RUNS if args.quick else 5)
@@ -48,6 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.only in (None, "cost"):
         cost = bench_call_cost.run(runs)
         print(bench_call_cost.report(cost), end="\n\n", flush=True)
+    if args.only in (None, "audio"):  # probe/audio: real-time factor, memory, tone corpus
+        print(bench_audio.report(bench_audio.run(quick=args.quick)), end="\n\n", flush=True)
+    if args.only in (None, "modem"):  # probe/at: alerting/answer error per profile, parser
+        modem = bench_modem.run(calls=2 if args.quick else 5)
+        print(bench_modem.report(modem), end="\n\n", flush=True)
     print(summary(timing, cost, time.monotonic() - started))
     return 0
 
