@@ -113,8 +113,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_call(args: argparse.Namespace) -> int:
     from probe.config import load_config
+    from probe.diagnose import ProbeFacts
     from probe.result import hotline_ok
     from probe.runner import prepare_state_dir, run_call, start_modem_dialer, start_sip_dialer
+    from probe.verdicts import VerdictBook
 
     config = load_config(args.config)
     target = config.target(args.target)
@@ -128,7 +130,10 @@ def cmd_call(args: argparse.Namespace) -> int:
         dialer: Any = (start_sip_dialer(config) if channel == "sip"
                        else start_modem_dialer(config, channel))
         try:
-            doc = run_call(config, target, channel, dialer, audio_dir)
+            facts = ProbeFacts(sip_registration=_registration(dialer))
+            doc = run_call(config, target, channel, dialer, audio_dir, facts=facts,
+                           verdicts=VerdictBook(config.probe.state_dir / "verdicts.json",
+                                                config.probe.language))
         finally:
             if dialer is not None:
                 dialer.close()
@@ -137,6 +142,14 @@ def cmd_call(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     print(json.dumps(doc, indent=2) if args.json else summarize(doc))
     return EXIT_OK if hotline_ok(doc) else EXIT_HOTLINE_FAILED
+
+
+def _registration(dialer: Any) -> dict[str, Any] | None:
+    account = getattr(dialer, "account_config", None)
+    registration = getattr(dialer, "registration", None)
+    if account is None or registration is None or not account.registrar:
+        return None
+    return {"code": registration.code, "reason": registration.reason}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -210,6 +223,12 @@ def summarize(doc: dict[str, Any]) -> str:
         if not check["met"]:
             lines.append(f"  failed {check['check']}: measured {check['measured']}, "
                          f"limit {check['limit']}")
+    diagnosis = doc.get("diagnosis")
+    if diagnosis:
+        lines.append(f"  verdict {diagnosis['verdict'].upper()}: {diagnosis['summary']}")
+        for cause in diagnosis["causes"]:
+            lines.append(f"    [{cause['code']}] {cause['summary']}")
+            lines.append(f"      -> {cause['actor']}: {cause['remedy']}")
     return "\n".join(lines)
 
 

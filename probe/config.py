@@ -37,7 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from probe.diagnose import Thresholds
 from probe.errors import ConfigError
+from probe.i18n import LANGUAGES
 from probe.secrets import Secret, describe_type, resolve_secret, secret_keys
 
 __all__ = [
@@ -76,6 +78,7 @@ class ProbeIdentity:
     # Each scheduled call starts up to this much late (and at most 10 % of its interval), so a
     # fleet of probes does not call the hotline in lock step.  0 = exactly on the grid.
     max_jitter_s: float = 60.0
+    language: str = "en"  # diagnosis summaries and remedies: "en" or "ru" (gettext catalogs)
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,7 @@ class Target:
     dtmf_after_s: float = 2.0  # seconds after answer before the digits are sent
     zone: str | None = None  # audio: tone plan (ISO 3166 code) of this target's network
     expected_prompts: tuple[str, ...] = ()  # audio: names of the prompts that should play
+    diagnose: Thresholds = field(default_factory=Thresholds)  # [targets.diagnose]
 
 
 @dataclass(frozen=True)
@@ -338,7 +342,7 @@ DTMF_RE = re.compile(r"[0-9*#A-D]{1,32}")
 
 
 def _probe(t: _Table, ctx: _Context) -> ProbeIdentity | None:
-    t.allow("id", "site", "state_dir", "max_jitter_s")
+    t.allow("id", "site", "state_dir", "max_jitter_s", "language")
     probe_id = t.get(
         "id",
         _matching(
@@ -352,9 +356,11 @@ def _probe(t: _Table, ctx: _Context) -> ProbeIdentity | None:
     site = t.get("site", _string(), required=True)
     state_dir = t.get("state_dir", _path(ctx.base_dir), DEFAULT_STATE_DIR)
     max_jitter_s = t.get("max_jitter_s", _number(0, 3600, "seconds"), 60.0)
+    language = t.get("language", _choice(LANGUAGES), "en")
     if not t.valid:
         return None
-    return ProbeIdentity(id=probe_id, site=site, state_dir=state_dir, max_jitter_s=max_jitter_s)
+    return ProbeIdentity(id=probe_id, site=site, state_dir=state_dir, max_jitter_s=max_jitter_s,
+                         language=language)
 
 
 def _mqtt(t: _Table, ctx: _Context) -> MqttConfig:
@@ -695,7 +701,7 @@ def _sip_users(raw: Any) -> list[str]:
 
 def _target(t: _Table) -> Target | None:
     t.allow("name", "sip_uri", "number", "channels", "interval_s", "expect", "dtmf",
-            "dtmf_after_s", "zone", "expected_prompts")
+            "dtmf_after_s", "zone", "expected_prompts", "diagnose")
     name = t.get(
         "name",
         _matching(
@@ -725,6 +731,10 @@ def _target(t: _Table) -> Target | None:
     if t.has("expect"):
         section = t.section("expect", "[targets.expect]")
         expect = _expect(section) if section else None
+    thresholds: Thresholds | None = Thresholds()
+    if t.has("diagnose"):
+        section = t.section("diagnose", "[targets.diagnose]")
+        thresholds = _thresholds(section) if section else None
 
     if "sip" in channels and not t.has("sip_uri"):
         t.problem("sip_uri", 'missing: required because channels include "sip"')
@@ -733,10 +743,38 @@ def _target(t: _Table) -> Target | None:
         which = " and ".join(f'"{c}"' for c in pstn)
         t.problem("number", f"missing: required because channels include {which}")
 
-    if not t.valid or expect is None:
+    if not t.valid or expect is None or thresholds is None:
         return None
     return Target(name, sip_uri, number, channels, interval_s, expect, dtmf, dtmf_after_s,
-                  zone, expected_prompts)
+                  zone, expected_prompts, thresholds)
+
+
+def _thresholds(t: _Table) -> Thresholds | None:
+    d = Thresholds()
+    t.allow("min_mos", "max_loss_percent", "max_jitter_ms", "weak_signal_dbm", "slow_answer_ms",
+            "min_level_dbfs", "max_clipping_percent", "down_after", "down_window",
+            "queue_prompts", "closed_prompts")
+    values = dict(
+        min_mos=t.get("min_mos", _number(1, 5, "MOS"), d.min_mos),
+        max_loss_percent=t.get("max_loss_percent", _number(0, 100, "percent"),
+                               d.max_loss_percent),
+        max_jitter_ms=t.get("max_jitter_ms", _number(0, 10_000, "milliseconds"),
+                            d.max_jitter_ms),
+        weak_signal_dbm=t.get("weak_signal_dbm", _number(-150, 0, "dBm"), d.weak_signal_dbm),
+        slow_answer_ms=t.get("slow_answer_ms", _int(1, 600_000, "milliseconds"),
+                             d.slow_answer_ms),
+        min_level_dbfs=t.get("min_level_dbfs", _number(-100, 0, "dBFS"), d.min_level_dbfs),
+        max_clipping_percent=t.get("max_clipping_percent", _number(0, 100, "percent"),
+                                   d.max_clipping_percent),
+        down_after=t.get("down_after", _int(1, 100, "cycles"), d.down_after),
+        down_window=t.get("down_window", _int(1, 100, "cycles"), d.down_window),
+        queue_prompts=t.get("queue_prompts", _prompt_names, d.queue_prompts),
+        closed_prompts=t.get("closed_prompts", _prompt_names, d.closed_prompts),
+    )
+    if t.valid and values["down_after"] > values["down_window"]:
+        t.problem("down_after", f"must be at most down_window ({values['down_window']}), "
+                                f"got {values['down_after']}")
+    return Thresholds(**values) if t.valid else None
 
 
 QUALITY_METHODS = ("visqol", "pesq", "off")

@@ -34,6 +34,7 @@ from probe import __version__
 from probe.clock import clock_synced
 from probe.commands import CommandHandler
 from probe.config import Config, Target, load_config
+from probe.diagnose import ProbeFacts, Thresholds
 from probe.errors import ConfigError, DialerError, ProbeError
 from probe.forwarder import Forwarder
 from probe.mqtt import Publisher
@@ -42,6 +43,7 @@ from probe.runner import next_boot_count, prepare_state_dir, prune_audio, run_ca
 from probe.schedule import Slot, due_slots, plan, reschedule
 from probe.systemd import Notifier
 from probe.tls import tls_context
+from probe.verdicts import VerdictBook
 
 log = logging.getLogger("probe.daemon")
 
@@ -177,6 +179,9 @@ class ChannelWorker:
         finally:
             self.busy.clear()
         self.state.state, self.state.error = "idle", None
+        modem_health = getattr(self.dialer, "health", None)
+        if callable(modem_health):  # the modem's radio facts, last known (no AT traffic)
+            self.state.facts["modem"] = modem_health()
         summary = {"at": doc["started_at"], "target": doc["target"], "outcome": doc["outcome"],
                    "met": doc["expectations"]["met"], "id": doc["id"]}
         self.state.last_call = summary
@@ -290,6 +295,7 @@ class Daemon:
                              max_bytes=(m.outbox_max_mib if m else 50) * 1024 * 1024)
         self.forwarder = Forwarder(self.outbox, rate_per_s=m.drain_rate_per_s if m else 20.0)
         self.commands = CommandHandler(self)
+        self.verdicts = VerdictBook(state_dir / "verdicts.json", config.probe.language)
         self.publisher = self._publisher(config)
         if self.publisher is not None:
             self.forwarder.start(self.publisher)
@@ -298,6 +304,7 @@ class Daemon:
                                    max_jitter_s=config.probe.max_jitter_s).start()
         log.info("probe %s running (boot %d, %d targets, outbox %d waiting)", config.probe.id,
                  self.boot, len(config.targets), self.outbox.depth().count)
+        self.publish_status()
         self.notifier.ready(f"testing {len(config.targets)} targets")
         try:
             self._main_loop()
@@ -378,7 +385,8 @@ class Daemon:
         from probe.runner import start_modem_dialer, start_sip_dialer
 
         def place(job: Job, dialer: Any) -> dict[str, Any]:
-            doc = run_call(config, job.target, job.channel, dialer, audio_dir)
+            doc = run_call(config, job.target, job.channel, dialer, audio_dir,
+                           verdicts=self.verdicts, facts=self.facts())
             prune_audio(audio_dir)
             return doc
 
@@ -395,6 +403,7 @@ class Daemon:
 
     def _result(self, job: Job, doc: dict[str, Any]) -> None:
         self.forwarder.submit("result", doc)
+        self.publish_status()
         log.info("%s/%s: %s (pdd %s ms, answer %s ms) id=%s", doc["target"], doc["channel"],
                  doc["outcome"], doc["timings_ms"]["post_dial_delay"],
                  doc["timings_ms"]["time_to_answer"], doc["id"])
@@ -438,6 +447,33 @@ class Daemon:
             "versions": {"probe": __version__, "python": sys.version.split()[0],
                          "pjproject": pjproject_version()},
         }
+
+    def facts(self) -> ProbeFacts:
+        """The probe's own state, as the diagnosis needs it."""
+        sip = self.workers.get("sip")
+        registration = sip.state.facts.get("registration") if sip is not None else None
+        modems = {c: w.state.facts.get("modem") or {} for c, w in self.workers.items()
+                  if c != "sip"}
+        return ProbeFacts(line=None, sip_registration=registration, modems=modems,
+                          broker_reachable=None if self.publisher is None
+                          else self.publisher.connected)
+
+    def probe_health_summary(self) -> dict[str, Any]:
+        """The probe's own health, kept apart from the hotline's verdicts."""
+        from probe.diagnose import probe_findings
+
+        facts = self.facts()
+        channels = list(self.workers)
+        faults = [f.code for f in probe_findings(facts, channels, Thresholds())]
+        faults += [f"{c}.{w.state.state}" for c, w in self.workers.items()
+                   if w.state.state == "error"]
+        return {"ok": not faults, "faults": faults}
+
+    def publish_status(self) -> None:
+        """The retained status: the verdict per target and the probe's own health, apart."""
+        if self.publisher is not None:
+            self.publisher.set_status(targets=self.verdicts.status(),
+                                      probe=self.probe_health_summary())
 
     def publish_health(self) -> None:
         if self.publisher is not None:

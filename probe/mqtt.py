@@ -256,6 +256,8 @@ class Publisher:
         self._close_reason = ""
         self._offline_sent = False
         self.last_beat = time.monotonic()  # the network thread is alive (for the watchdog)
+        self._status_extra: dict[str, Any] = {}  # merged into the retained "online" status
+        self._since = ""
 
         log.info(
             "publishing as %s to %s:%s%s (boot %d)",
@@ -293,6 +295,11 @@ class Publisher:
                             properties)
         self._submit("publish", delivery)
         return delivery
+
+    def set_status(self, **extra: Any) -> None:
+        """Merge ``extra`` (e.g. the verdict per target and the probe's own health) into the
+        retained ``online`` status, and republish it now if connected."""
+        self._submit("status", dict(extra))
 
     @property
     def connected(self) -> bool:
@@ -406,6 +413,11 @@ class Publisher:
                 break
             if kind == "publish":
                 self._backlog.append(arg)
+            elif kind == "status":
+                self._status_extra = arg
+                if self._connected.is_set() and self._close_deadline is None:
+                    self._send_internal(self._status_payload("online", since=self._since,
+                                                             **arg))
             elif kind == "close":
                 self._close_deadline, self._close_reason = arg
                 log.info("stopping (%s)", self._close_reason)
@@ -447,7 +459,9 @@ class Publisher:
         self._connected.set()
         log.info("connected to %s:%s (session present: %s)", self.host, self.port, session_present)
         if self._close_deadline is None:
-            self._send_internal(self._status_payload("online", since=_rfc3339_utc_ms()))
+            self._since = _rfc3339_utc_ms()
+            self._send_internal(self._status_payload("online", since=self._since,
+                                                     **self._status_extra))
             for subscription in self._subscriptions:
                 self._client.subscribe(subscription, options=SubscribeOptions(qos=1))
             self._flush_backlog()

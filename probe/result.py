@@ -76,6 +76,7 @@ def build_result(record: CallRecord, expect: Expectations, probe: ProbeIdentity,
         "audio": _audio(record, t0),
         # what was heard (probe/audio): null when there was no recording to analyse
         "analysis": analysis,
+        "diagnosis": None,  # filled in across channels: probe.verdicts / probe.diagnose
         "timeline": [
             {"at_ms": round((e.t_ns - t0) / 1e6, 1), "event": str(e.kind), "code": e.code,
              "reason": e.reason}

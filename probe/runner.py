@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from probe.clock import clock_synced
 from probe.config import Config, Target
+from probe.diagnose import ProbeFacts
 from probe.dial.sip import SipDialer
 from probe.errors import ConfigError, DialerError
 from probe.result import build_result, validate_result
+from probe.verdicts import VerdictBook
 
 if TYPE_CHECKING:
     from probe.dial.modem import ModemDialer
@@ -67,8 +69,12 @@ def start_modem_dialer(config: Config, channel: str) -> ModemDialer | None:
 
 def run_call(config: Config, target: Target, channel: str,
              dialer: SipDialer | ModemDialer | None, audio_dir: Path, *,
-             line_busy: Callable[[], bool] | None = None) -> dict[str, Any]:
+             line_busy: Callable[[], bool] | None = None, verdicts: VerdictBook | None = None,
+             facts: ProbeFacts | None = None) -> dict[str, Any]:
     """Place one test call and return its validated result document.
+
+    With ``verdicts``, the result carries the target's diagnosis across its channels
+    (probe/diagnose.py), given the probe's own ``facts`` at the time.
 
     ``line_busy`` (analog only): when it says the line is in use the call is not placed and
     :class:`probe.dial.modem.LineInUse` (a DialerError) is raised, so the caller defers it.
@@ -92,6 +98,8 @@ def run_call(config: Config, target: Target, channel: str,
                              dtmf_after_s=target.dtmf_after_s)
     doc = build_result(record, target.expect, config.probe, result_id=result_id,
                        clock_synced=clock_synced(), analysis=analyze_call(config, target, record))
+    if verdicts is not None:
+        doc["diagnosis"] = verdicts.assess(doc, target, facts or ProbeFacts()).as_json()
     validate_result(doc)
     return doc
 

@@ -1,0 +1,112 @@
+"""The memory behind the diagnosis: each target's latest result per channel, and its history.
+
+A *cycle* of a target is one result per channel (SIP, GSM, analog run side by side).  Each
+result is diagnosed as it arrives, together with the other channels' results of the same cycle
+(or of the previous one, while still recent), so every published result carries the cross-path
+verdict known at that moment.  When the cycle is complete (or a channel reports again before the
+others did), whether the hotline failed in it is appended to the target's history, which the
+N-of-M rule reads.  History survives restarts (``<state_dir>/verdicts.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from probe.config import Target
+from probe.diagnose import Diagnosis, ProbeFacts, Verdict, diagnose
+
+log = logging.getLogger("probe.verdicts")
+
+HISTORY_KEEP = 20
+
+
+@dataclass
+class _TargetState:
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)  # this cycle, by channel
+    last: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)  # (mono, doc)
+    history: list[bool] = field(default_factory=list)
+    verdict: dict[str, Any] | None = None  # the latest diagnosis, for the retained status
+
+
+class VerdictBook:
+    def __init__(self, path: Path | None, language: str = "en",
+                 clock=time.monotonic) -> None:
+        self.path = path
+        self.language = language
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.targets: dict[str, _TargetState] = {}
+        self._load()
+
+    def assess(self, doc: dict[str, Any], target: Target, facts: ProbeFacts) -> Diagnosis:
+        """Diagnose ``doc`` (a fresh result of ``target``) in the light of the other channels."""
+        with self.lock:
+            state = self.targets.setdefault(target.name, _TargetState())
+            channel = doc["channel"]
+            if channel in state.pending:  # the previous cycle never completed: close it
+                self._close(state, target, facts)
+            state.pending[channel] = doc
+            now = self.clock()
+            state.last[channel] = (now, doc)
+            recent = now - 2 * target.interval_s
+            cycle = [state.pending.get(c) or _recent(state.last.get(c), recent)
+                     for c in target.channels]
+            results = [d for d in cycle if d is not None]
+            limits = {"max_post_dial_delay_ms": target.expect.max_post_dial_delay_ms,
+                      "max_ring_s": target.expect.max_ring_s}
+            result = diagnose(results, facts, limits, target.diagnose, state.history,
+                              self.language)
+            state.verdict = {"verdict": str(result.verdict), "summary": result.summary,
+                             "causes": [c["code"] for c in result.causes],
+                             "at": doc.get("ended_at"), "channels": result.channels}
+            if set(state.pending) >= set(target.channels):
+                self._close(state, target, facts)
+            return result
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """target -> its latest verdict (for the retained status message)."""
+        with self.lock:
+            return {name: s.verdict for name, s in self.targets.items() if s.verdict}
+
+    def _close(self, state: _TargetState, target: Target, facts: ProbeFacts) -> None:
+        limits = {"max_post_dial_delay_ms": target.expect.max_post_dial_delay_ms,
+                  "max_ring_s": target.expect.max_ring_s}
+        result = diagnose(list(state.pending.values()), facts, limits, target.diagnose,
+                          state.history, self.language)
+        if result.verdict != Verdict.UNKNOWN:  # a cycle the probe could not test says nothing
+            failed = result.verdict == Verdict.DOWN or any(
+                c["code"] == "diagnosis.transient" for c in result.causes)
+            state.history = [*state.history, failed][-HISTORY_KEEP:]
+        state.pending = {}
+        self._save()
+
+    def _load(self) -> None:
+        if self.path is None or not self.path.exists():
+            return
+        try:
+            data = json.loads(self.path.read_text())
+            for name, history in data.get("history", {}).items():
+                self.targets[name] = _TargetState(history=[bool(x) for x in history])
+        except (ValueError, AttributeError, OSError) as exc:
+            log.error("ignoring unreadable verdict history %s: %s", self.path, exc)
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        data = {"history": {name: s.history for name, s in self.targets.items()}}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self.path)
+
+
+def _recent(entry: tuple[float, dict[str, Any]] | None, since: float) -> dict[str, Any] | None:
+    if entry is None or entry[0] < since:
+        return None
+    return entry[1]
