@@ -529,7 +529,7 @@ def diagnose(results: Sequence[dict[str, Any]], facts: ProbeFacts, limits: dict[
     if "analog" in per_path and any(f.code in LINE_BLOCKS for f in own):
         blocked.add("analog")
         per_path["analog"] = [f for f in per_path["analog"] if f.code in BLOCKING]
-    if facts.broker_reachable is False and "sip" in per_path and _all_failed(per_path["sip"]):
+    if facts.broker_reachable is False and _outcome_of(results, "sip") == "unreachable":
         # The office network is down: SIP's silence is the office's, not the carrier's.
         blocked.add("sip")
         per_path["sip"] = [Finding("network.sip_unreachable", "sip", {})
@@ -596,6 +596,10 @@ def diagnose(results: Sequence[dict[str, Any]], facts: ProbeFacts, limits: dict[
                      {r["channel"]: r["outcome"] for r in results})
 
 
+def _outcome_of(results: Sequence[dict[str, Any]], channel: str) -> str | None:
+    return next((r["outcome"] for r in results if r["channel"] == channel), None)
+
+
 def _outcome(results: Sequence[dict[str, Any]], channel: str) -> str:
     return next(r["outcome"] for r in results if r["channel"] == channel)
 
@@ -658,3 +662,22 @@ class _Blank(dict):
 def _format(text: str, evidence: dict[str, Any]) -> str:
     values = _Blank({k: ("?" if v is None else v) for k, v in evidence.items()})
     return text.format_map(values)
+
+
+def causes_markdown() -> str:
+    """docs/causes.md: the table of cause codes (``python -m probe.diagnose > docs/causes.md``)."""
+    rows = ["# Diagnosis cause codes", "",
+            "Generated from `probe/diagnose.py` (`python -m probe.diagnose > docs/causes.md`). "
+            "Codes are stable; summaries and remedies are translated (`[probe] language`).", "",
+            "Scope `probe` means the probe's own equipment: such a cause never makes the "
+            "hotline `down` (its verdict is then `unknown` when no path could test it).", "",
+            "| code | category | who acts | scope | severity | summary | remedy |",
+            "|---|---|---|---|---|---|---|"]
+    for code, spec in CAUSES.items():
+        rows.append(f"| `{code}` | {spec.category} | {spec.actor} | {spec.scope} | "
+                    f"{spec.severity} | {spec.summary} | {spec.remedy} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(causes_markdown(), end="")
