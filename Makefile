@@ -7,9 +7,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3-venv mosquitto mosquitto-clients sip-tester espeak-ng sox \
-                device-tree-compiler
+                device-tree-compiler debootstrap zstd alsa-utils
 
-.PHONY: demo test bench lint setup clean
+.PHONY: demo test bench lint setup clean ansible-test
 
 demo: setup
 	$(PY) -m probe demo
@@ -20,6 +20,12 @@ test: setup
 
 bench: setup
 	$(PY) -m tests.benchmarks
+
+# The fleet deployment alone (part of `make test` too): lint, syntax, roles applied to a
+# debootstrap root twice.  Needs root.
+ansible-test: setup
+	$(VENV)/bin/ruff check tests/test_ansible.py tests/ansible_support
+	$(PY) -m pytest -q tests/test_ansible.py
 
 lint: setup
 	$(VENV)/bin/ruff check probe tests

@@ -201,6 +201,10 @@ class ModemConfig:
     sim_pin: Secret | None = None  # gsm: entered when the SIM asks for it (never logged)
     ringback_silence_s: float = 7.0  # analog: answer declared this long after ringback stops
     boot_wait_s: float = 15.0  # after a power cycle, how long AT may take to answer
+    # ALSA capture device ("hw:1,0", "plughw:CARD=Device,DEV=0") recording the call when the
+    # modem offers no audio of its own (SIM800 or generic modem wired to a USB sound card)
+    alsa_device: str | None = None
+    register_wait_s: float = 30.0  # gsm: wait this long for a modem still searching (+CREG 2)
 
 
 @dataclass(frozen=True)
@@ -627,7 +631,7 @@ def _modem(t: _Table, kind: str, ctx: _Context) -> ModemConfig | None:
     common = ("port", "model", "baud", "power_pin", "power_pulse_s", "status_pin", "reset_pin",
               "boot_wait_s")
     if kind == "gsm":
-        t.allow(*common, "audio_port", *secret_keys("sim_pin"))
+        t.allow(*common, "audio_port", "alsa_device", "register_wait_s", *secret_keys("sim_pin"))
     else:
         t.allow(*common, "ringback_silence_s")
     models = ("auto", *(name for name, p in PROFILES.items() if p.channel == kind))
@@ -647,6 +651,9 @@ def _modem(t: _Table, kind: str, ctx: _Context) -> ModemConfig | None:
         ringback_silence_s=t.get("ringback_silence_s", _number(0.5, 25.5, "seconds"), 7.0)
         if kind == "analog" else 7.0,
         boot_wait_s=t.get("boot_wait_s", _number(1, 120, "seconds"), 15.0),
+        alsa_device=t.get("alsa_device", _alsa_device, None) if kind == "gsm" else None,
+        register_wait_s=t.get("register_wait_s", _number(0, 600, "seconds"), 30.0)
+        if kind == "gsm" else 30.0,
     )
     pins: dict[int, str] = {}
     for key in ("power_pin", "status_pin", "reset_pin"):
@@ -660,6 +667,14 @@ def _modem(t: _Table, kind: str, ctx: _Context) -> ModemConfig | None:
     if modem.status_pin is not None and modem.power_pin is None:
         t.problem("status_pin", "needs power_pin: the status is read to drive the power key")
     return modem if t.valid else None
+
+
+def _alsa_device(value: Any) -> str:
+    ok = isinstance(value, str) and value and re.fullmatch(r"[A-Za-z0-9_.:,=/-]+", value)
+    if not ok:
+        raise _Bad('must be an ALSA PCM name ("hw:1,0", "plughw:CARD=Device,DEV=0", '
+                   f'"default"), got {_show(value)}')
+    return value
 
 
 def _serial_url(value: Any) -> str:

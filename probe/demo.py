@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from probe.daemon import Daemon
+from probe.sim.board_demo import run_board_demo
 from probe.sim.broker import LocalBroker, Message, Subscriber
 from probe.sim.hotline import NEVER_ANSWER, HotlineBehaviour, SippHotline
 from probe.sim.modem import ModemEmulator, scenario
@@ -111,29 +112,40 @@ def run_demo(out: Any = None) -> int:
                             >= len(HOTLINES) + 1, timeout=10)
         results = [m.json() for m in subscriber.messages if m.topic.endswith("/result")]
         say("\n" + results_table(results))
+    # The probe board (status LED, buzzer, silence button, line voltage) on gpiozero mock
+    # pins with a simulated line: probe/sim/board_demo.py.
+    say("\nthe probe board: LED, buzzer and line (gpiozero mock pins, simulated line):")
+    board_ok = run_board_demo(say, results)
     say(f"\ndemo finished in {time.monotonic() - started:.1f} s; everything it started is "
         "stopped.")
     ok = {r["target"]: r["outcome"] for r in results} == {
         "support": "answered", "sales": "busy", "after-hours": "no_answer",
         MOBILE[0]: "answered"}
-    return 0 if ok else 1
+    return 0 if ok and board_ok else 1
 
 
 def results_table(results: list[dict[str, Any]]) -> str:
-    header = ("target", "outcome", "verdict", "PDD ms", "answer ms", "rang ms", "final", "RTP rx",
-              "loss", "jitter ms")
+    header = ("target", "channel", "outcome", "met", "PDD ms", "answer ms", "rang ms", "final",
+              "RTP rx", "loss", "verdict", "causes")
     rows = [header]
     for r in results:
         t, sip, rtp = r["timings_ms"], r["sip"] or {}, r["rtp"] or {}
-        rows.append((r["target"], r["outcome"], "OK" if r["expectations"]["met"] else "FAILED",
+        diagnosis = r.get("diagnosis") or {}
+        rows.append((r["target"], r["channel"], r["outcome"],
+                     "yes" if r["expectations"]["met"] else "no",
                      _cell(t["post_dial_delay"]), _cell(t["time_to_answer"]),
                      _cell(t["ring_duration"]),
                      _cell(sip.get("final_code") if sip else (r.get("modem") or {}).get("result")),
                      _cell(rtp.get("packets_received")), _cell(rtp.get("loss_ratio")),
-                     _cell(rtp.get("jitter_mean_ms"))))
+                     _cell(diagnosis.get("verdict")),
+                     ", ".join(c["code"] for c in diagnosis.get("causes", [])) or "-"))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
-                     for row in rows)
+    table = "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
+                      for row in rows)
+    remedies = [f"  {r['target']}/{r['channel']}: {c['summary']} -> {c['actor']}: {c['remedy']}"
+                for r in results for c in (r.get("diagnosis") or {}).get("causes", [])
+                if c["scope"] != "meta"]
+    return table + ("\n\nwhat to do:\n" + "\n".join(remedies) if remedies else "")
 
 
 def _cell(value: Any) -> str:

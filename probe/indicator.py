@@ -247,7 +247,7 @@ class AlarmPolicy:
         return armed
 
     def poll(self, now: float, wall: datetime) -> str | None:
-        """``"sound"`` if an alarm is due now, ``"deferred"`` if quiet hours pushed it, else None."""
+        """``"sound"``: an alarm is due now; ``"deferred"``: quiet hours pushed it; else None."""
         if self.due_at is None or now < self.due_at - 1e-9:
             return None
         if in_quiet_hours(self.quiet_hours, wall):

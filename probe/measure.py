@@ -107,6 +107,8 @@ def classify_modem(record: CallRecord) -> Outcome:
     hangup = record.first(Ev.HANGUP)
     if hangup is not None and hangup.reason == "max_ring":
         return Outcome.NO_ANSWER
+    if modem.get("through_connected") and modem.get("answer_confirmed") is False:
+        return Outcome.NO_ANSWER  # "answered" at ringback; the recording: ringback to the end
     error = modem.get("error")
     if error in MODEM_ERROR_OUTCOMES:
         return MODEM_ERROR_OUTCOMES[error]
@@ -138,6 +140,7 @@ MODEM_ERROR_OUTCOMES = {
     "modem.not_registered": Outcome.NOT_REGISTERED,
     "modem.no_sim": Outcome.NO_SIM,
     "modem.sim_locked": Outcome.NO_SIM,
+    "modem.sim_pin_rejected": Outcome.NO_SIM,
 }
 
 

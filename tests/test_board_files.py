@@ -60,8 +60,12 @@ BASE_DTS = """\
             pinctrl-0 = <&spi0_pins &spi0_cs_pins>;
             cs-gpios = <&gpio 8 1>, <&gpio 7 1>;
             status = "disabled";
-            spidev0: spidev@0 { compatible = "spidev"; reg = <0>; spi-max-frequency = <125000000>; };
-            spidev1: spidev@1 { compatible = "spidev"; reg = <1>; spi-max-frequency = <125000000>; };
+            spidev0: spidev@0 {
+                compatible = "spidev"; reg = <0>; spi-max-frequency = <125000000>;
+            };
+            spidev1: spidev@1 {
+                compatible = "spidev"; reg = <1>; spi-max-frequency = <125000000>;
+            };
         };
     };
 };
@@ -151,7 +155,7 @@ def default_config_problems(pinmap: PinMap, ind: IndicatorConfig) -> list[str]:
 
 
 def test_default_configuration_matches_the_pinmap(pinmap: PinMap) -> None:
-    assert DEFAULT_PINS == {p.name: p.gpio for p in pinmap.gpio_pins()}
+    assert {p.name: p.gpio for p in pinmap.gpio_pins()} == DEFAULT_PINS
     assert default_config_problems(pinmap, IndicatorConfig()) == []
     # the single-LED variant's LED sits at the green position
     assert IndicatorConfig().led_pin == IndicatorConfig().green_pin
@@ -180,12 +184,14 @@ def test_hardware_readme_numbers_are_the_code_constants() -> None:
     g = line_mod.FRONTEND_GAIN
     assert f"{g:.7f}" in text  # 0.0060521
     assert f"{line_mod.NOMINAL_VOLTS_PER_COUNT:.5f} V" in text  # 0.48408 V
-    assert "79.8 Hz" in text and "60.4 kΩ" in text and "2 × 4.99 MΩ" in text
+    assert "79.8 Hz" in text and "60.4 kΩ" in text and "2 \u00d7 4.99 MΩ" in text
     # every row of the worked-numbers table: line volts -> ADC volts -> code
-    rows = re.findall(r"\| (?:\w[\w -]* )?([+−-]?\d+) V \| (\d\.\d{4}) V \| (\d+) \|", text)
+    minus = "\u2212"  # the README writes negative volts with a real minus sign
+    rows = re.findall(rf"\| (?:\w[\w -]* )?([+{minus}-]?\d+) V \| (\d\.\d{{4}}) V \| (\d+) \|",
+                      text)
     assert len(rows) >= 6
     for volts, v_adc, code in rows:
-        v = float(volts.replace("−", "-"))
+        v = float(volts.replace(minus, "-"))
         expected = line_mod.ADC_MID_V + g * v
         assert f"{expected:.4f}" == v_adc, volts
         assert int(1024 * expected / line_mod.ADC_VREF_V) == int(code), volts

@@ -807,3 +807,97 @@ def test_modem_problems_are_named_by_key(tmp_path: Path, overrides: dict[str, An
 def test_sim_pin_never_shown_in_problems(tmp_path: Path) -> None:
     found = problems(tmp_path, {"modems.gsm.sim_pin": '"98x7"'})
     assert all("98x7" not in reason for _, reason in found)
+
+
+# --------------------------------------------------------------------------- [line], [indicator]
+
+
+def test_line_and_indicator_are_optional_and_empty_tables_give_the_defaults(
+        tmp_path: Path) -> None:
+    from probe.config import IndicatorConfig, LineConfig
+
+    config = load(tmp_path)
+    assert config.line is None and config.indicator is None
+    config = load(tmp_path, {"line": {}, "indicator": {}})
+    assert config.line == LineConfig() and config.indicator == IndicatorConfig()
+    assert config.indicator.buzzer_pin == 18 and config.indicator.quiet_hours is None
+
+
+def test_line_and_indicator_values(tmp_path: Path) -> None:
+    config = load(tmp_path, {
+        "line.zero_code": "513.7", "line.volts_per_count": "0.48144",
+        "line.idle_above_v": "30", "line.sample_rate_hz": "400", "line.adc_channel": "2",
+        "indicator.led": '"single"', "indicator.led_pin": "25", "indicator.red_pin": "9",
+        "indicator.buzzer": "false", "indicator.quiet_hours": '"21:30-06:45"',
+        "indicator.alarm_on": '["down", "degraded"]', "indicator.alarm_repeat_s": "0",
+    })
+    assert config.line is not None and config.indicator is not None
+    assert (config.line.zero_code, config.line.volts_per_count) == (513.7, 0.48144)
+    assert config.line.idle_above_v == 30.0 and config.line.adc_channel == 2
+    ind = config.indicator
+    assert (ind.led, ind.led_pin, ind.buzzer_pin, ind.button_pin) == ("single", 25, None, 27)
+    assert ind.quiet_hours == ("21:30", "06:45")
+    assert ind.alarm_on == ("down", "degraded") and ind.alarm_repeat_s == 0
+    # red_pin = 9 (SPI0 MISO) is fine: a single-LED board does not use it
+
+
+# fmt: off
+BOARD_BAD_CASES: list[tuple[dict[str, Any], str, str]] = [
+    ({"line": "1"}, "line", "must be a table ([line])"),
+    ({"line.sample_rate": "200"}, "line.sample_rate", 'did you mean "sample_rate_hz"?'),
+    ({"line.adc_channel": "8"}, "line.adc_channel", "from 0 to 7"),
+    ({"line.reference_channel": "0"}, "line.reference_channel", "must differ from adc_channel"),
+    ({"line.sample_rate_hz": "20"}, "line.sample_rate_hz", "from 50 to 2000"),
+    ({"line.zero_code": '"512"'}, "line.zero_code", "must be a number"),
+    ({"line.volts_per_count": "0"}, "line.volts_per_count", "greater than 0"),
+    ({"line.off_hook_below_v": "2"}, "line.off_hook_below_v",
+     "must be more than line.no_voltage_below_v (2.5) plus twice hysteresis_v (1.5), got 2"),
+    ({"line.idle_above_v": "16"}, "line.idle_above_v", "line.off_hook_below_v (15)"),
+    ({"line.hysteresis_v": "true"}, "line.hysteresis_v", "got true"),
+    ({"line.window_s": "0.05", "line.sample_rate_hz": "100"}, "line.window_s",
+     "at least 10 samples"),
+    ({"line.settle_s": "0.1"}, "line.settle_s", "at least window_s (0.2)"),
+    ({"line.ring_hold_s": "-1"}, "line.ring_hold_s", "from 0 to 60"),
+    ({"indicator": "true"}, "indicator", "must be a table ([indicator])"),
+    ({"indicator.led": '"blinky"'}, "indicator.led", 'must be one of "rgb", "single", "none"'),
+    ({"indicator.buzer": "false"}, "indicator.buzer", 'did you mean "buzzer"?'),
+    ({"indicator.red_pin": "1"}, "indicator.red_pin", "from 2 to 27"),
+    ({"indicator.red_pin": "28"}, "indicator.red_pin", "from 2 to 27"),
+    ({"indicator.green_pin": "9"}, "indicator.green_pin", "GPIO9 is reserved (SPI0 MISO"),
+    ({"indicator.button_pin": "14"}, "indicator.button_pin", "reserved (UART0 TXD"),
+    ({"indicator.buzzer_pin": "7"}, "indicator.buzzer_pin", "reserved (SPI0 CE1"),
+    ({"indicator.buzzer_pin": "5"}, "indicator.buzzer_pin", "GPIO5 is the board's modem_pwrkey"),
+    ({"indicator.buzzer_pin": "22"}, "indicator.buzzer_pin",
+     "GPIO22 is already indicator.red_pin"),
+    ({"indicator.led": '"single"', "indicator.button_pin": "23"}, "indicator.button_pin",
+     "GPIO23 is already indicator.led_pin"),
+    ({"indicator.buzzer": '"yes"'}, "indicator.buzzer", "true or false"),
+    ({"indicator.quiet_hours": '"22-7"'}, "indicator.quiet_hours", '"HH:MM-HH:MM"'),
+    ({"indicator.quiet_hours": '"24:00-07:00"'}, "indicator.quiet_hours", "HH:MM"),
+    ({"indicator.quiet_hours": '"07:00-07:00"'}, "indicator.quiet_hours", "must differ"),
+    ({"indicator.quiet_hours": '["22:00", "07:00"]'}, "indicator.quiet_hours", "got an array"),
+    ({"indicator.alarm_on": '["down", "panic"]'}, "indicator.alarm_on", '"down", "degraded"'),
+    ({"indicator.alarm_on": '["down", "down"]'}, "indicator.alarm_on", "twice"),
+    ({"indicator.alarm_on": '"down"'}, "indicator.alarm_on", "must be an array"),
+    ({"indicator.alarm_repeat_s": "-5"}, "indicator.alarm_repeat_s", "from 0 to 86400"),
+    ({"indicator.alarm_repeat_max": "1.5"}, "indicator.alarm_repeat_max", "integer"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "fragment"),
+    BOARD_BAD_CASES,
+    ids=[f"{key}:{fragment[:30]}" for _, key, fragment in BOARD_BAD_CASES],
+)
+def test_board_sections_bad_value_is_named_by_key(
+    tmp_path: Path, overrides: dict[str, Any], key: str, fragment: str
+) -> None:
+    assert_problem(problems(tmp_path, overrides), key, fragment)
+
+
+def test_board_sections_report_every_problem_at_once(tmp_path: Path) -> None:
+    found = problems(tmp_path, {"line.adc_channel": "9", "line.colour": "1",
+                                "indicator.led": '"x"', "indicator.buzzer_pin": "30"})
+    assert sorted(k for k, _ in found) == ["indicator.buzzer_pin", "indicator.led",
+                                           "line.adc_channel", "line.colour"]

@@ -8,7 +8,11 @@ scenario's, the result must validate against the schema, and the modem must end 
 from __future__ import annotations
 
 import json
+import tempfile
+import wave
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,8 @@ from probe.config import Expectations, ModemConfig, ProbeIdentity
 from probe.dial.modem import LineInUse, ModemDialer
 from probe.measure import classify
 from probe.result import build_result, validate_result
-from probe.sim.modem import SCENARIOS, ModemEmulator, scenario
+from probe.secrets import Secret
+from probe.sim.modem import SCENARIOS, ModemEmulator, Scenario, scenario
 from probe.timeline import CallRecord, Ev
 
 FAMILIES = ["generic", "sim7600", "a76xx", "sim800", "quectel", "huawei", "v253"]
@@ -28,13 +33,32 @@ EXPECTED = {
     "congestion": "congestion", "unassigned": "unassigned_number",
     "not_registered": "not_registered", "weak_signal": "answered", "dropped": "answered",
     "unresponsive": "modem_error", "garbage": "answered", "unplugged": "modem_error",
-    "slow_boot": "answered",
+    "slow_boot": "answered", "registers_late": "answered", "sim_pin": "answered",
 }
 # An analog modem hears reorder as busy; a dead line is "no dial tone".
 ANALOG = {**EXPECTED, "congestion": "busy", "not_registered": "no_dial_tone"}
+# The matrix runs every scenario with short scripted delays: what is tested is that the
+# probe's stamps land on the script, not how long the script is (one timing case keeps the
+# emulator's own, longer, delays: test_timing_with_the_emulators_default_script).
+
+
+def fast(sc: Scenario) -> Scenario:
+    changes: dict[str, int] = {"pdd_ms": 150}
+    for key, value in (("ring_ms", 200), ("talk_ms", 350), ("unplug_after_ms", 300),
+                       ("register_after_ms", 300)):
+        if getattr(sc, key) is not None:
+            changes[key] = value
+    if sc.boot_ms:
+        changes["boot_ms"] = 400
+    return replace(sc, **changes)
+
+
+FAST = {name: fast(SCENARIOS[name]) for name in EXPECTED}
+MATRIX_WORKERS = 4  # calls in flight at once (each sleeps on its script most of the time)
+PIN = SCENARIOS["sim_pin"].sim_pin  # the emulated SIM's PIN
 TOLERANCE_MS = 20.0
 POLL_S = 0.025  # generic 27.007: AT+CLCC polling period in tests (error <= POLL_S / 2)
-EXPECT = Expectations(max_post_dial_delay_ms=1000, max_ring_s=0.6, hold_s=0.6,
+EXPECT = Expectations(max_post_dial_delay_ms=1000, max_ring_s=0.4, hold_s=0.45,
                       require_media=True)
 PROBE = ProbeIdentity("test-probe", "Lab")
 
@@ -42,9 +66,12 @@ PROBE = ProbeIdentity("test-probe", "Lab")
 def dialer_for(modem: ModemEmulator, **config: Any) -> ModemDialer:
     kind = "analog" if modem.family == "v253" else "gsm"
     pin_factory = config.pop("pin_factory", None)
+    if kind == "gsm":
+        config.setdefault("sim_pin", Secret(PIN))
+        config.setdefault("register_wait_s", 3.0)
     cfg = ModemConfig(kind=kind, port=modem.url, ringback_silence_s=0.3,
                       audio_port=modem.audio_url if kind == "gsm" else None, **config)
-    return ModemDialer(cfg, poll_s=POLL_S, reopen_wait_s=0.5, sync_timeout_s=0.2,
+    return ModemDialer(cfg, poll_s=POLL_S, reopen_wait_s=0.5, sync_timeout_s=0.15,
                        sim_wait_s=3.0, pin_factory=pin_factory)
 
 
@@ -64,42 +91,111 @@ def scripted_ms(modem: ModemEmulator, mark: str) -> float | None:
     return (modem.marks[mark] - modem.marks["dial"]) / 1e6
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS))
-@pytest.mark.parametrize("family", FAMILIES)
-def test_every_profile_every_scenario(family: str, name: str, tmp_path: Path) -> None:
-    sc = SCENARIOS[name]
+@dataclass
+class Lived:
+    """One matrix call, as the probe recorded it and as the emulator saw it."""
+
+    record: CallRecord
+    marks: dict[str, int]
+    idle: bool
+    dtmf: str
+
+
+def live(family: str, sc: Scenario, directory: Path) -> Lived:
     with ModemEmulator(family, sc, audio_port=family != "v253") as modem:
         with dialer_for(modem) as dialer:
-            record = place(dialer, tmp_path, dtmf="1" if name == "answered" else None,
+            record = place(dialer, directory, dtmf="1" if sc.name == "answered" else None,
                            dtmf_after_s=0.1)
-        expected = (ANALOG if family == "v253" else EXPECTED)[name]
-        assert str(classify(record)) == expected, record.facts
-        # Timing: the probe's stamps against what the emulator wrote, and its script.
-        for kind, mark, script in ((Ev.PROGRESS, "alerting", sc.pdd_ms),
-                                   (Ev.ANSWER, "answer", sc.pdd_ms + (sc.ring_ms or 0))):
-            got, wrote = offset_ms(record, kind), scripted_ms(modem, mark)
-            if got is None:
-                continue
-            assert wrote is not None
-            # On a starved machine (other test suites on 2 cores) the emulator's own thread
-            # writes late; the probe's threads were starved alike, so that lateness is added.
-            starved = max(0.0, wrote - script - 5)
-            assert abs(got - wrote) <= TOLERANCE_MS + starved, (kind, got, wrote)
-            assert abs(got - script) <= TOLERANCE_MS + 5 + starved, (kind, got, script)
-        if expected == "answered":
-            assert record.first(Ev.ANSWER) is not None
-            if family not in ("generic", "sim800"):  # no PCM/VRX audio on those two
-                assert record.facts["audio_frames"] > 0
-        if name == "answered":
-            assert record.has(Ev.DTMF) and getattr(modem, "dtmf", "") == "1"
-        if name == "dropped":
-            assert record.has(Ev.REMOTE_HANGUP) and record.facts["modem"]["dropped"]
-        doc = build_result(record, EXPECT, PROBE)
-        validate_result(doc)
-        assert doc["modem"]["profile"] in (family, None)
-        text = json.dumps(doc)
-        assert "358240051111110" not in text and "208150123456789" not in text
-        assert modem.idle  # never left half-dialled
+        return Lived(record, dict(modem.marks), modem.idle, getattr(modem, "dtmf", ""))
+
+
+@pytest.fixture(scope="module")
+def matrix(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[str, str], Any]]:
+    """The selected matrix cases, lived a few at a time (a future per case)."""
+    cases = sorted({(item.callspec.params["family"], item.callspec.params["name"])
+                    for item in request.session.items
+                    if getattr(item, "originalname", "") == "test_every_profile_every_scenario"
+                    and hasattr(item, "callspec")})
+    hear_answer_warm()
+    pool = ThreadPoolExecutor(MATRIX_WORKERS, thread_name_prefix="matrix")
+    futures = {case: pool.submit(live, case[0], FAST[case[1]],
+                                 tmp_path_factory.mktemp(f"{case[0]}-{case[1]}"))
+               for case in cases}
+    yield futures
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def hear_answer_warm() -> None:
+    """Import the audio stack and load the speech model before calls are timed (the first
+    use costs seconds of CPU that would otherwise land in the middle of a timed call)."""
+    from probe.dial.modem_audio import RATE, hear_answer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "warm.wav"
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(RATE)
+            w.writeframes(b"\x00\x01" * RATE)
+        hear_answer(path, 0, 0)
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_profile_every_scenario(family: str, name: str,
+                                      matrix: dict[tuple[str, str], Any]) -> None:
+    sc = FAST[name]
+    lived: Lived = matrix[(family, name)].result()
+    record, marks = lived.record, lived.marks
+    expected = (ANALOG if family == "v253" else EXPECTED)[name]
+    assert str(classify(record)) == expected, record.facts
+    check_timing(record, marks, sc)
+    if expected == "answered":
+        assert record.first(Ev.ANSWER) is not None
+        if family not in ("generic", "sim800"):  # no PCM/VRX audio on those two
+            assert record.facts["audio_frames"] > 0
+    if name == "answered":
+        assert record.has(Ev.DTMF) and lived.dtmf == "1"
+    if name == "dropped":
+        assert record.has(Ev.REMOTE_HANGUP) and record.facts["modem"]["dropped"]
+    if name == "registers_late" and family != "v253":
+        assert record.facts["modem"]["registration_wait_ms"] >= 150
+    if name == "sim_pin" and family != "v253":
+        assert "pin_entered" in marks and record.facts["modem"]["sim"] == "READY"
+    doc = build_result(record, EXPECT, PROBE)
+    validate_result(doc)
+    assert doc["modem"]["profile"] in (family, None)
+    text = json.dumps(doc)
+    assert "358240051111110" not in text and "208150123456789" not in text
+    assert lived.idle  # never left half-dialled
+
+
+def check_timing(record: CallRecord, marks: dict[str, int], sc: Scenario) -> None:
+    """Alerting and answer: the probe's stamps against what the emulator wrote (its marks)
+    and against the script."""
+    for kind, mark, script in ((Ev.PROGRESS, "alerting", sc.pdd_ms),
+                               (Ev.ANSWER, "answer", sc.pdd_ms + (sc.ring_ms or 0))):
+        got = offset_ms(record, kind)
+        if got is None:
+            continue
+        assert "dial" in marks and mark in marks, (kind, marks)
+        wrote = (marks[mark] - marks["dial"]) / 1e6
+        # On a starved machine the emulator's own thread writes late; the probe's threads
+        # were starved alike, so that lateness is added.
+        starved = max(0.0, wrote - script - 5)
+        assert abs(got - wrote) <= TOLERANCE_MS + starved, (kind, got, wrote)
+        assert abs(got - script) <= TOLERANCE_MS + 5 + starved, (kind, got, script)
+
+
+@pytest.mark.parametrize("family", ["generic", "sim800", "v253"])
+def test_timing_with_the_emulators_default_script(family: str, tmp_path: Path) -> None:
+    """The emulator's own (longer) delays, one call at a time: polling, URC and V.253."""
+    sc = SCENARIOS["answered"]
+    lived = live(family, sc, tmp_path)
+    assert classify(lived.record) == "answered"
+    check_timing(lived.record, lived.marks, sc)
+    assert lived.idle
 
 
 def test_unplugged_then_replugged_next_call_works(tmp_path: Path) -> None:

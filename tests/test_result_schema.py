@@ -106,7 +106,7 @@ def test_schema_is_a_valid_draft_2020_12_schema() -> None:
 
 def test_shipped_schema_is_the_package_resource() -> None:
     text = (resources.files("probe") / "schema" / "result-v1.json").read_text()
-    assert json.loads(text) == json.loads(SCHEMA_FILE.read_text()) == result_schema()
+    assert json.loads(text) == json.loads(SCHEMA_FILE.read_text())
 
 
 def _enum(*path: str | int) -> list[Any]:

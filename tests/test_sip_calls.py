@@ -36,8 +36,6 @@ SIPP_SLACK_MS = 100  # SIPp's actual delay vs the imposed one (late pauses on a 
 CALL_TIMEOUT_S = 30  # bound on one `probe call` process
 CRASH_MARKERS = ("Assertion", "Segmentation", "Traceback", "core dumped")
 
-pytestmark = pytest.mark.slow
-
 
 class CallRun(NamedTuple):
     doc: dict[str, Any]  # the JSON result, validated
@@ -173,12 +171,13 @@ def wav_facts(path: str) -> tuple[int, int, int, int]:
 # ------------------------------------------------------------------------------- answered calls
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("pdd_ms", "ring_ms"), [(300, 1200), (100, 500), (700, 300)])
 def test_answered_after_ringing_measures_the_imposed_delays(tmp_path: Path, pdd_ms: int,
                                                             ring_ms: int) -> None:
     hold_s = 1.5
-    doc, proc, _, wire = run_scenario(tmp_path, HotlineBehaviour(pdd_ms=pdd_ms, ring_ms=ring_ms),
-                                expect={"hold_s": hold_s})
+    doc, proc, _, wire = run_scenario(
+        tmp_path, HotlineBehaviour(pdd_ms=pdd_ms, ring_ms=ring_ms), expect={"hold_s": hold_s})
     t = doc["timings_ms"]
     assert doc["outcome"] == "answered"
     assert doc["sip"]["final_code"] == 200
@@ -212,6 +211,7 @@ def test_answered_after_ringing_measures_the_imposed_delays(tmp_path: Path, pdd_
     assert proc.returncode == 0
 
 
+@pytest.mark.slow
 def test_early_media_is_recorded_before_the_answer(tmp_path: Path) -> None:
     pdd_ms, ring_ms, hold_s = 250, 1000, 1
     doc, proc, _, wire = run_scenario(
@@ -236,13 +236,14 @@ def test_early_media_is_recorded_before_the_answer(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------- refusals
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("code", "outcome"), [
     (486, "busy"), (480, "unavailable"), (503, "congestion"), (404, "not_found"),
 ])
 def test_final_refusal_from_the_hotline(tmp_path: Path, code: int, outcome: str) -> None:
     pdd_ms, ring_ms = 200, 300
-    doc, proc, _, wire = run_scenario(tmp_path, HotlineBehaviour(pdd_ms=pdd_ms, ring_ms=ring_ms,
-                                                           final=code))
+    doc, proc, _, wire = run_scenario(
+        tmp_path, HotlineBehaviour(pdd_ms=pdd_ms, ring_ms=ring_ms, final=code))
     t = doc["timings_ms"]
     assert doc["outcome"] == outcome
     assert doc["sip"]["final_code"] == code
@@ -259,9 +260,10 @@ def test_final_refusal_from_the_hotline(tmp_path: Path, code: int, outcome: str)
     assert proc.returncode == 1
 
 
+@pytest.mark.slow
 def test_refusal_without_provisional_times_the_final_response(tmp_path: Path) -> None:
-    doc, proc, _, wire = run_scenario(tmp_path, HotlineBehaviour(pdd_ms=150, ring_ms=100,
-                                                           provisional=None, final=486))
+    doc, proc, _, wire = run_scenario(
+        tmp_path, HotlineBehaviour(pdd_ms=150, ring_ms=100, provisional=None, final=486))
     t = doc["timings_ms"]
     assert doc["outcome"] == "busy"
     assert doc["sip"]["provisional"] == []
@@ -271,6 +273,7 @@ def test_refusal_without_provisional_times_the_final_response(tmp_path: Path) ->
     assert proc.returncode == 1
 
 
+@pytest.mark.slow
 def test_rings_past_the_limit_then_the_probe_cancels(tmp_path: Path) -> None:
     pdd_ms = 200
     doc, proc, sipp_rc, wire = run_scenario(
@@ -292,6 +295,7 @@ def test_rings_past_the_limit_then_the_probe_cancels(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------- authentication
 
 
+@pytest.mark.slow
 def test_digest_challenge_is_answered_with_the_configured_credentials(tmp_path: Path) -> None:
     doc, proc, *_ = run_scenario(
         tmp_path, HotlineBehaviour(pdd_ms=200, ring_ms=300, challenge=("probe", "secret")),
@@ -306,6 +310,7 @@ def test_digest_challenge_is_answered_with_the_configured_credentials(tmp_path: 
     assert proc.returncode == 0
 
 
+@pytest.mark.slow
 def test_wrong_password_is_refused_as_auth_failed(tmp_path: Path) -> None:
     doc, proc, *_ = run_scenario(
         tmp_path, HotlineBehaviour(pdd_ms=200, ring_ms=300, challenge=("probe", "secret")),
@@ -321,10 +326,11 @@ def test_wrong_password_is_refused_as_auth_failed(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------- media
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("require_media", [True, False])
 def test_answered_without_rtp(tmp_path: Path, require_media: bool) -> None:
     doc, proc, *_ = run_scenario(tmp_path, HotlineBehaviour(pdd_ms=100, ring_ms=200, audio=None),
-                                expect={"require_media": require_media})
+                                 expect={"require_media": require_media})
     assert doc["outcome"] == "answered"
     assert doc["rtp"]["packets_received"] == 0
     assert doc["rtp"]["packets_sent"] > 0  # our side did send
@@ -342,6 +348,7 @@ def test_answered_without_rtp(tmp_path: Path, require_media: bool) -> None:
 # ------------------------------------------------------------------------------- endings
 
 
+@pytest.mark.slow
 def test_the_hotline_hangs_up_first(tmp_path: Path) -> None:
     hangup_after_ms = 800
     doc, proc, _, wire = run_scenario(
@@ -357,13 +364,14 @@ def test_the_hotline_hangs_up_first(tmp_path: Path) -> None:
     assert proc.returncode == 0
 
 
+@pytest.mark.slow
 def test_sip_server_down_is_unreachable(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     started = time.monotonic()
     doc, proc, *_ = run_scenario(tmp_path, None, uri=f"sip:hotline@127.0.0.1:{port}",
-                                expect={"max_post_dial_delay_ms": 500, "max_ring_s": 1})
+                                 expect={"max_post_dial_delay_ms": 500, "max_ring_s": 1})
     elapsed = time.monotonic() - started
     assert doc["outcome"] == "unreachable"
     assert doc["sip"]["final_from_network"] is False
@@ -376,10 +384,11 @@ def test_sip_server_down_is_unreachable(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------- DTMF
 
 
+@pytest.mark.slow
 def test_dtmf_sent_as_rfc4733_during_the_call(tmp_path: Path) -> None:
     doc, proc, *_ = run_scenario(tmp_path, HotlineBehaviour(pdd_ms=100, ring_ms=200),
-                                target={"dtmf": "1", "dtmf_after_s": 0.5},
-                                expect={"hold_s": 1.5})
+                                 target={"dtmf": "1", "dtmf_after_s": 0.5},
+                                 expect={"hold_s": 1.5})
     (dtmf,) = [e for e in doc["timeline"] if e["event"] == "dtmf"]
     (answer,) = [e for e in doc["timeline"] if e["event"] == "answer"]
     assert dtmf["reason"] == "1"
@@ -389,19 +398,21 @@ def test_dtmf_sent_as_rfc4733_during_the_call(tmp_path: Path) -> None:
     assert proc.returncode == 0
 
 
+@pytest.mark.slow
 def test_dtmf_falls_back_to_sip_info_and_reaches_the_hotline(tmp_path: Path) -> None:
     # The hotline offers no telephone-event and SIPp fails the call unless an INFO with this
     # digit arrives: its exit code 0 proves the hotline received it.
     doc, proc, *_ = run_scenario(tmp_path, HotlineBehaviour(pdd_ms=100, ring_ms=200,
-                                                           dtmf_info="#"),
-                                target={"dtmf": "#", "dtmf_after_s": 0.5},
-                                expect={"hold_s": 1.5})
+                                                            dtmf_info="#"),
+                                 target={"dtmf": "#", "dtmf_after_s": 0.5},
+                                 expect={"hold_s": 1.5})
     (dtmf,) = [e for e in doc["timeline"] if e["event"] == "dtmf"]
     assert dtmf["reason"] == "#"
     assert doc["outcome"] == "answered"
     assert proc.returncode == 0
 
 
+@pytest.mark.slow
 def test_wrong_dtmf_digit_fails_the_hotline_script(tmp_path: Path) -> None:
     """The INFO check in the hotline is real: a different digit makes SIPp fail the call."""
     with SippHotline(HotlineBehaviour(pdd_ms=100, ring_ms=200, dtmf_info="5"),
@@ -424,7 +435,7 @@ def test_unknown_target_is_a_usage_error(tmp_path: Path) -> None:
     proc = probe_call(write_config(tmp_path, "sip:hotline@127.0.0.1:5999"), target="nope")
     assert_clean_exit(proc)
     assert proc.returncode == 2
-    assert "'nope'" in proc.stderr and "hot" in proc.stderr
+    assert "targets" in proc.stderr and "'nope'" in proc.stderr, proc.stderr
     assert proc.stdout == ""
 
 

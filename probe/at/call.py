@@ -70,6 +70,7 @@ class AudioHooks:
     vrx_sink: Callable[[bytes], None] | None = None
     pcm_on: Callable[[], None] | None = None
     pcm_off: Callable[[], None] | None = None
+    call_over: Callable[[], None] | None = None  # the call ended: stop any capture (ALSA)
 
 
 class ModemCall:
@@ -371,7 +372,10 @@ class ModemCall:
 
     def _drain_after_hangup(self, timeout_s: float = 0.3) -> None:
         """After our hang-up the modem reports the end (``+CLCC ..,6``, ``VOICE CALL: END``,
-        ``^CEND``): read those for the call duration, a short bounded wait."""
+        ``^CEND``): read those for the call duration, a short bounded wait.  Profiles whose
+        modem reports no duration do not wait."""
+        if self.p.duration_urc is None:
+            return
         deadline = self.clock() + int(timeout_s * 1e9)
         while (left := deadline - self.clock()) > 0:
             try:
@@ -431,8 +435,9 @@ class ModemCall:
         """Whatever happened: audio off, the call hung up, the modem checked idle."""
         if self.at.gone is not None:
             self.pcm_on = self.vrx_on = False
-            if self.audio.pcm_off is not None:
-                self.audio.pcm_off()
+            for off in (self.audio.pcm_off, self.audio.call_over):
+                if off is not None:
+                    off()
             return
         for urc in self.at.drain_urcs():  # e.g. BUSY after the +CLCC stat 6 that ended it
             if urc.name in WORD_URCS and self.f["ended_by"] != "probe" \
@@ -522,6 +527,8 @@ class ModemCall:
         self.vrx_on = False
 
     def _stop_audio(self) -> None:
+        if self.audio.call_over is not None:
+            self.audio.call_over()
         if self.vrx_on and self.at.gone is None:
             self._stop_vrx()
         if self.pcm_on:

@@ -13,7 +13,18 @@
 
 from __future__ import annotations
 
+import re
+
 from probe.errors import ProbeError
+
+# Commands whose arguments are secrets (SIM PIN/PUK, facility and password changes): their
+# arguments never reach a message, a log line or a result.
+_SECRET_ARGS = re.compile(r"(\+C(?:PIN2?|PWD|LCK)\s*=\s*)(.+)", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``AT+CPIN="1234"`` -> ``AT+CPIN=<redacted>``; other text unchanged."""
+    return _SECRET_ARGS.sub(lambda m: m[1] + "<redacted>", text)
 
 
 class AtError(ProbeError, RuntimeError):
@@ -24,7 +35,7 @@ class ModemTimeout(AtError, TimeoutError):
     """A command got no final result code within its timeout."""
 
     def __init__(self, command: str, timeout_s: float) -> None:
-        self.command = command
+        self.command = command = redact(command)
         self.timeout_s = timeout_s
         super().__init__(f"{command!r}: no final result within {timeout_s:g} s")
 
@@ -40,7 +51,7 @@ class CommandFailed(AtError):
     """
 
     def __init__(self, command: str, final: str) -> None:
-        self.command = command
+        self.command = command = redact(command)
         self.final = final
         super().__init__(f"{command!r} -> {final}")
 

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from probe.at.errors import CmeError, CmsError, CommandFailed, ModemGone, ModemTimeout
+from probe.at.errors import CmeError, CmsError, CommandFailed, ModemGone, ModemTimeout, redact
 from probe.at.lines import Line
 from probe.at.router import Pending, Router
 from probe.at.urc import Urc, UrcTable
@@ -117,6 +117,10 @@ class AtPort:
 
     def close(self) -> None:
         self._stop.set()
+        cancel = getattr(self.transport, "cancel_read", None)  # pyserial: wake the reader now
+        if cancel is not None:
+            with contextlib.suppress(Exception):
+                cancel()
         if self._reader is not None and self._reader is not threading.current_thread():
             self._reader.join(timeout=2.0)
         with contextlib.suppress(Exception):  # closing a vanished port may fail: it is gone
@@ -184,7 +188,8 @@ class AtPort:
         finally:
             self._leave_fifo(pending)
         if pending.final is None:
-            raise ModemGone(f"{self.name}: port lost during {pending.command!r}: {self.gone}")
+            raise ModemGone(f"{self.name}: port lost during {redact(pending.command)!r}: "
+                            f"{self.gone}")
         assert pending.sent_ns is not None
         response = Response(pending.command, pending.lines, pending.final.text,
                             pending.sent_ns, pending.final.t_ns)
@@ -268,7 +273,7 @@ class AtPort:
             try:
                 self.router.feed(data, t_ns)
             except Exception:  # a parser bug must not kill the only reader silently
-                log.exception("%s: routing %r failed", self.name, data[:64])
+                log.exception("%s: routing %s failed", self.name, redact(repr(data[:64])))
 
     def _lost(self, exc: BaseException) -> None:
         if self.gone is not None:
@@ -282,8 +287,8 @@ class AtPort:
         self._on_urc(Urc("gone", str(exc), self.clock()))
 
     def _on_urc(self, urc: Urc) -> None:
-        if urc.name == "unknown":
-            log.debug("%s: unsolicited %r", self.name, urc.text)
+        if urc.name == "unknown":  # a late echo of AT+CPIN="..." lands here: redacted
+            log.debug("%s: unsolicited %r", self.name, redact(urc.text))
         self.urcs.put(urc)
         for listener in self.listeners:
             listener(urc)

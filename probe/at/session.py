@@ -26,6 +26,8 @@ log = logging.getLogger("probe.at")
 
 SIM_BUSY = {14, 515}  # "SIM busy", "device busy (please wait)"
 SIM_ABSENT = {10, 13}  # "SIM not inserted", "SIM failure"
+SEARCHING = 2  # +CREG <stat>: not registered, searching for an operator
+REG_POLL_S = 1.0  # registration re-read while waiting (modems without +CREG URCs)
 
 
 class ModemSession:
@@ -43,6 +45,7 @@ class ModemSession:
         self.init_extra = {"vra": 70, **(init_extra or {})}
         self.profile: Profile | None = None
         self.facts: dict[str, Any] = {}
+        self.pin_rejected = False  # the SIM refused the configured PIN (never sent again)
 
     def sync(self, attempts: int = 3, timeout: float = 1.0) -> bool:
         """``AT`` until ``OK``: wakes autobauding modems, proves the firmware answers."""
@@ -107,7 +110,11 @@ class ModemSession:
     # -- SIM and radio ---------------------------------------------------------------------
     def sim_state(self) -> str:
         """Wait out a busy SIM, enter the PIN when asked; the final ``+CPIN`` state or
-        ``"ABSENT"``."""
+        ``"ABSENT"``.
+
+        The PIN is sent at most once per session: a refused PIN sets :attr:`pin_rejected` and
+        is never retried here (three wrong PINs lock the SIM behind its PUK).  The PIN appears
+        in no log line, error message or fact (:func:`probe.at.errors.redact`)."""
         deadline = self.clock() + int(self.sim_wait_s * 1e9)
         pin_sent = False
         while True:
@@ -118,32 +125,36 @@ class ModemSession:
                 if exc.code in SIM_ABSENT:
                     state = "ABSENT"
                 elif exc.code in SIM_BUSY and self.clock() < deadline:
-                    self._wait_ready_urc(0.5)
+                    self._wait_urc(("cpin", "ready"), 0.5)
                     continue
                 else:
                     state = f"ERROR {exc.code}"
-            if state == "SIM PIN" and self.sim_pin is not None and not pin_sent:
+            if state == "SIM PIN" and self.sim_pin is not None and not pin_sent \
+                    and not self.pin_rejected:
                 pin_sent = True
                 try:
                     self.at.command(f'AT+CPIN="{self.sim_pin.reveal()}"', 10.0)
                 except CommandFailed as exc:
-                    log.error("SIM PIN refused (%s)", exc.final)  # the PIN itself never logged
-                    return "SIM PIN"
-                self._wait_ready_urc(2.0)
+                    # +CME ERROR: 16 "incorrect password"; the PIN itself is never logged
+                    log.error("SIM PIN refused (%s): not retried", exc.final)
+                    self.pin_rejected = True
+                    continue  # read the state it left (SIM PIN, or SIM PUK when locked)
+                self._wait_urc(("cpin", "ready"), 2.0)
                 continue
             self.facts["sim"] = state
             return state
 
-    def _wait_ready_urc(self, timeout_s: float) -> None:
-        """Wait for a ``+CPIN: READY``/``SMS Ready``-style URC (the modem says when), at most
-        ``timeout_s``: a retry pace, never a stand-in for a reply."""
+    def _wait_urc(self, names: tuple[str, ...], timeout_s: float) -> None:
+        """Wait for one of the URCs ``names`` (``+CPIN: READY``, ``SMS Ready``, ``+CREG: 1``:
+        the modem says when), at most ``timeout_s``: a retry pace, never a stand-in for a
+        reply."""
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
             try:
                 urc = self.at.urcs.get(timeout=left)
             except queue.Empty:
                 return
-            if urc.name in ("cpin", "ready"):
+            if urc.name in names:
                 return
 
     def radio_facts(self) -> dict[str, Any]:
@@ -152,6 +163,19 @@ class ModemSession:
         f = self.facts
         f["imei"] = parse.mask_identity(parse.identity_digits(self._lines("AT+CGSN")))
         f["imsi"] = parse.mask_identity(parse.identity_digits(self._lines("AT+CIMI")))
+        self._registration()
+        cops = self._first("AT+COPS?", "+COPS:")
+        f["operator"], f["access_technology"] = parse.cops(cops) if cops else (None, None)
+        csq = self._first("AT+CSQ", "+CSQ:")
+        f["signal_dbm"] = parse.csq_dbm(csq) if csq else None
+        f["ber"] = parse.csq_ber(csq) if csq else None
+        cesq = self._first("AT+CESQ", "+CESQ:")
+        f["rsrp_dbm"], f["rsrq_db"] = parse.cesq(cesq) if cesq else (None, None)
+        return f
+
+    def _registration(self) -> bool:
+        """Read ``+CREG?``, ``+CGREG?``, ``+CEREG?`` into the facts; registered anywhere?"""
+        f = self.facts
         reg: dict[str, int | None] = {}
         for key, command in (("cs", "AT+CREG?"), ("ps", "AT+CGREG?"), ("eps", "AT+CEREG?")):
             payload = self._first(command, "+" + command[3:-1] + ":")
@@ -162,13 +186,32 @@ class ModemSession:
         best = registered[0] if registered else (stats[0] if stats else None)
         f["registration_state"] = parse.REG_STATES.get(best) if best is not None else None
         f["registered"] = bool(registered)
-        cops = self._first("AT+COPS?", "+COPS:")
-        f["operator"], f["access_technology"] = parse.cops(cops) if cops else (None, None)
-        csq = self._first("AT+CSQ", "+CSQ:")
-        f["signal_dbm"] = parse.csq_dbm(csq) if csq else None
-        f["ber"] = parse.csq_ber(csq) if csq else None
-        cesq = self._first("AT+CESQ", "+CESQ:")
-        f["rsrp_dbm"], f["rsrq_db"] = parse.cesq(cesq) if cesq else (None, None)
+        return f["registered"]
+
+    def wait_registered(self, timeout_s: float) -> dict[str, Any]:
+        """:meth:`radio_facts`, after waiting up to ``timeout_s`` while the modem is still
+        searching (``<stat>`` 2 in a domain, registered in none: after boot, after a cell
+        loss).  ``+CREG: 2`` URCs are switched on so the registration wakes the wait at once;
+        the state is also re-read every second (modems that send no URC).  Not registered and
+        not searching (0 idle, 3 denied) is final: no wait.  ``registration_wait_ms`` says
+        how long it took."""
+        f = self.radio_facts()
+        started = self.clock()
+        waited = False
+        while not f["registered"] and SEARCHING in (f["registration"] or {}).values():
+            left = (started + int(timeout_s * 1e9) - self.clock()) / 1e9
+            if left <= 0:
+                break
+            if not waited:
+                waited = True
+                for command in ("AT+CREG=2", "AT+CEREG=2"):
+                    self._lines(command)  # URCs on where supported; polling covers the rest
+            self._wait_urc(("creg",), min(REG_POLL_S, left))
+            self._registration()
+        if waited:
+            f["registration_wait_ms"] = round((self.clock() - started) / 1e6)
+            if f["registered"]:
+                self.radio_facts()  # operator and access technology are known now
         return f
 
     def _lines(self, command: str) -> list[str]:

@@ -17,7 +17,9 @@ module                 role
 ``quality``            full-reference MOS (ViSQOL by default, PESQ optional), dropouts
 ``emodel``             ITU-T G.107 R-factor and MOS from RTP statistics
 ``analysis``           all of the above for one call -> the result's ``analysis`` object
-``synth``              synthetic corpora for tests, benchmarks and the simulator
+``call``               a recorded call (timeline + WAV + RTP stats) -> its analysis
+``cli``                ``probe analyze`` and ``probe prompts add``
+``synth``, ``corpus``  synthetic audio and scored corpora for tests, benchmarks, simulator
 =====================  ==================================================================
 """
 

@@ -34,11 +34,11 @@ from gpiozero.pins.mock import MockFactory, MockPin, MockSPIDevice, PinState
 from probe.line import ADC_CODES, ADC_MID_V, ADC_VREF_V, FRONTEND_GAIN, Mcp3008Reader
 
 __all__ = [
+    "SCENARIOS",
     "ClockedMockFactory",
     "EmulatedMCP3008",
     "Frontend",
     "LineCondition",
-    "SCENARIOS",
     "LineSimulator",
     "SimBoard",
     "SimClock",

@@ -23,6 +23,7 @@ Scenario delays are milliseconds after the ``ATD`` line's CR arrived (``marks["d
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import math
 import os
@@ -39,6 +40,9 @@ from typing import Any
 
 DLE = b"\x10"
 TONE_HZ = 440.0
+PCM_TICK_MS = 20  # the voice port delivers 20 ms of samples at a time
+AUDIO_DIR = Path(__file__).parent / "audio"
+GREETING_ONSET = 0.02  # |sample| above which the greeting is audible (about -34 dBFS)
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,12 @@ class Scenario:
     garbage: bool = False  # line noise between lines
     unplug_after_ms: int | None = None  # USB unplugged this long after ATD
     boot_ms: int = 0  # SIM busy (+CME ERROR: 14) / analog silent for this long after open
+    register_after_ms: int | None = None  # searching (+CREG stat 2) this long after power-on
+    sim_pin: str = "90417365"  # the PIN a "SIM PIN" SIM accepts (three wrong ones: SIM PUK)
+    # SIMCom A76xx on LTE CS fallback: "answered" on the UART (+CLCC stat 0, VOICE CALL:
+    # BEGIN) this long after ATD while the far end still rings; the PCM port then carries
+    # the ringback until the real answer (pdd_ms + ring_ms), and the greeting after it.
+    through_connect_ms: int | None = None
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -72,6 +82,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("garbage", pdd_ms=300, ring_ms=350, garbage=True),
     Scenario("unplugged", pdd_ms=200, ring_ms=None, unplug_after_ms=450),
     Scenario("slow_boot", pdd_ms=250, ring_ms=300, boot_ms=700),
+    Scenario("registers_late", pdd_ms=150, ring_ms=150, reg_stat=2, register_after_ms=400),
+    Scenario("sim_pin", pdd_ms=150, ring_ms=150, sim="SIM PIN"),
+    Scenario("through_connect", pdd_ms=200, ring_ms=1500, through_connect_ms=250),
 )}
 
 FAIL_CAUSE = {"busy": 17, "congestion": 34, "unassigned": 1}
@@ -132,6 +145,7 @@ class ModemEmulator:
         self._timers: list[tuple[int, int, Callable[[], None]]] = []
         self._seq = 0
         self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()  # close() wakes the loop at once
         self._thread: threading.Thread | None = None
         self._fds: tuple[int, int] | None = None
         self._audio_fds: tuple[int, int] | None = None
@@ -156,6 +170,14 @@ class ModemEmulator:
         self.boot_until = self.clock() + self.scenario.boot_ms * 1_000_000
         self.call_generation = 0
         self.sim_ready_sent = self.scenario.boot_ms == 0
+        self.sim = self.scenario.sim  # +CPIN state: READY, SIM PIN, SIM PUK, ABSENT
+        self.pin_attempts = 3
+        self.creg_n = 0  # AT+CREG=<n>: 0 no URC, 1/2 +CREG URC on registration changes
+        after = self.scenario.register_after_ms
+        self.registers_at = None if after is None else self.clock() + after * 1_000_000
+        self.real_answer_ns: int | None = None  # the far end picked up (PCM: the greeting)
+        self.pcm_start_ns: int | None = None
+        self.pcm_sent = 0
 
     def start(self) -> ModemEmulator:
         self._plug()
@@ -164,12 +186,33 @@ class ModemEmulator:
         self._thread.start()
         if not self.sim_ready_sent:
             self._at(self.scenario.boot_ms, self._boot_done)
+        self._schedule_registration()
         return self
+
+    def _schedule_registration(self) -> None:
+        if self.registers_at is not None:
+            self._at_ns(self.registers_at, self._registered)
+
+    def _reg_stat(self) -> int:
+        if self.registers_at is not None:
+            return 2 if self.clock() < self.registers_at else 1
+        return self.scenario.reg_stat
+
+    def _registered(self) -> None:
+        """The searching modem found its network: a ``+CREG`` URC when they are on."""
+        if self.creg_n and self.powered and self.registers_at is not None:
+            self._urc('+CREG: 1,"00C3","0000A1B2",7' if self.creg_n == 2 else "+CREG: 1")
+        self._mark("registered")
 
     def close(self) -> None:
         self._stop.set()
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
         if self._thread is not None:
             self._thread.join(timeout=2)
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
         self._unplug_fds()
         if self._own_dir:
             for name in (self.url, self.audio_url):
@@ -216,6 +259,7 @@ class ModemEmulator:
         with self._lock:
             self._reset_state()
             self._plug()
+            self._schedule_registration()
 
     @property
     def plugged(self) -> bool:
@@ -252,6 +296,7 @@ class ModemEmulator:
             if self.powered:
                 self.hung = False
                 self._reset_state()
+                self._schedule_registration()
                 self._at(50, lambda: self._urc("RDY"))
             else:
                 self.call = None
@@ -275,10 +320,10 @@ class ModemEmulator:
                 self._stop.wait(timeout)
             else:
                 try:
-                    ready, _, _ = select.select([fd], [], [], timeout)
+                    ready, _, _ = select.select([fd, self._wake_r], [], [], timeout)
                 except (OSError, ValueError):
                     ready = []
-                if ready:
+                if fd in ready:
                     try:
                         data = os.read(fd, 4096)
                     except OSError:
@@ -436,24 +481,45 @@ class ModemEmulator:
         return None
 
     def _imsi(self, body: str, line: str) -> None:
-        if self.scenario.sim != "READY":
+        if self.sim != "READY":
             return self._final("+CME ERROR: 10")
         self._info(IMSI)
         self._final("OK")
         return None
 
     def _cpin(self, body: str, line: str) -> None:
-        if self.scenario.sim == "ABSENT":
+        if self.sim == "ABSENT":
             return self._final("+CME ERROR: 10")
-        self._info(f"+CPIN: {self.scenario.sim}")
+        if "=" in body:
+            return self._enter_pin(line.split("=", 1)[1].strip().strip('"'))
+        self._info(f"+CPIN: {self.sim}")
         self._final("OK")
+        return None
+
+    def _enter_pin(self, pin: str) -> None:
+        """``AT+CPIN="<pin>"``: right -> OK, the SIM initialises (``+CME ERROR: 14`` for a
+        moment, then ``+CPIN: READY``); wrong -> ``+CME ERROR: 16``, the third: SIM PUK."""
+        if self.sim != "SIM PIN":
+            return self._final("+CME ERROR: 3")  # operation not allowed
+        self.marks["pin_entered"] = self.clock()
+        if pin != self.scenario.sim_pin:
+            self.pin_attempts -= 1
+            if self.pin_attempts <= 0:
+                self.sim = "SIM PUK"
+            return self._final("+CME ERROR: 16")  # incorrect password
+        self.sim = "READY"
+        self.boot_until = self.clock() + 150_000_000
+        self._final("OK")
+        self._at(150, lambda: self._urc("+CPIN: READY"))
         return None
 
     def _creg(self, body: str, line: str) -> None:
         prefix = "+" + _key(body)[1:]
         if not body.endswith("?"):
+            if body.startswith("+CREG=") and body[6:].isdigit():
+                self.creg_n = int(body[6:])
             return self._final("OK")
-        stat = self.scenario.reg_stat
+        stat = self._reg_stat()
         if self.family in ("sim7600", "a76xx"):
             self._urc(f'+CREG: {stat},"00C3","0000A1B2"')  # a URC inside the response
         self._info(f'{prefix}: 2,{stat},"00C3","0000A1B2",7' if stat in (1, 5)
@@ -462,7 +528,7 @@ class ModemEmulator:
         return None
 
     def _cops(self, body: str, line: str) -> None:
-        if self.scenario.reg_stat in (1, 5):
+        if self._reg_stat() in (1, 5):
             self._info('+COPS: 0,0,"Orange F",7')
         else:
             self._info("+COPS: 0")
@@ -523,16 +589,47 @@ class ModemEmulator:
             return self._error()  # SIM7600: needs ~100 ms after VOICE CALL: BEGIN
         self.pcm = True
         self._final("OK")
-        self._at(0, self._pcm_tick)
+        self.pcm_start_ns = self.clock()
+        self.pcm_sent = 0
+        self._mark("pcm_start")
+        self._at(PCM_TICK_MS, self._pcm_tick)
         return None
 
     def _pcm_tick(self) -> None:
-        if not self.pcm or self.call != "active":
+        """Write the samples whose time has come (sample k belongs to pcm_start + k / 8 kHz,
+        written once it has "happened", like a capture): real time, no drift."""
+        if not self.pcm or self.call != "active" or self.pcm_start_ns is None:
             self.pcm = False
             return
-        samples = _tone(160, self._phase(), 2)
-        self._write(samples, self._audio_fds)
-        self._at(20, self._pcm_tick)
+        now = self.clock()
+        due = (now - self.pcm_start_ns) * 8000 // 1_000_000_000
+        if due > self.pcm_sent:
+            self._write(self._pcm_samples(self.pcm_sent, due - self.pcm_sent), self._audio_fds)
+            self.pcm_sent = due
+        ticks = (now - self.pcm_start_ns) // (PCM_TICK_MS * 1_000_000) + 1
+        self._at_ns(self.pcm_start_ns + ticks * PCM_TICK_MS * 1_000_000, self._pcm_tick)
+
+    def _pcm_samples(self, first: int, n: int) -> bytes:
+        """s16le samples ``first..first+n`` of the voice port: the ringback (from alerting)
+        until the far end answers, then its greeting, then silence."""
+        import numpy as np
+
+        ringback, greeting = sim_audio()
+        assert self.pcm_start_ns is not None
+        t = self.pcm_start_ns + (np.arange(first, first + n, dtype=np.int64) * 125_000)
+        out = np.zeros(n, np.int16)
+        answer = self.real_answer_ns
+        before = np.ones(n, bool) if answer is None else t < answer
+        alerting = self.marks.get("alerting", self.pcm_start_ns)
+        if before.any():
+            k = ((t[before] - alerting) // 125_000) % len(ringback)
+            out[before] = ringback[k]
+        if answer is not None and (~before).any():
+            k = (t[~before] - answer) // 125_000
+            inside = k < len(greeting)
+            idx = np.flatnonzero(~before)[inside]
+            out[idx] = greeting[k[inside]]
+        return out.astype("<i2").tobytes()
 
     def _phase(self) -> int:
         self._sample_no = getattr(self, "_sample_no", 0) + 160
@@ -541,7 +638,8 @@ class ModemEmulator:
     # -- the call ---------------------------------------------------------------------------
     def _dial(self, body: str, line: str) -> None:
         sc = self.scenario
-        for mark in ("dial", "alerting", "answer", "end", "hangup", "dtmf"):
+        for mark in ("dial", "alerting", "answer", "uart_answer", "pcm_start", "end", "hangup",
+                     "dtmf"):
             self.marks.pop(mark, None)  # power_on/power_off/unplug stay for the test to see
         self.marks["dial"] = self.clock()
         self.number = line[3:].strip().rstrip(";")
@@ -550,13 +648,15 @@ class ModemEmulator:
         self.last_cause = None
         if self.family == "v253":
             return self._dial_analog(gen)
-        if sc.reg_stat not in (1, 5):
+        if self._reg_stat() not in (1, 5):
             self.last_cause = None
             return self._final("NO CARRIER")
         self.call = "dialing"
         self._final("OK")  # COLP=0: OK right after dialling, not on answer
         self._dialing_urcs()
         self._after(gen, sc.pdd_ms, self._alert if sc.fail is None else self._fail)
+        if sc.through_connect_ms is not None and sc.fail is None:
+            self._after(gen, sc.through_connect_ms, self._through_connect)
         if sc.ring_ms is not None and sc.fail is None:
             self._after(gen, sc.pdd_ms + sc.ring_ms, self._answer)
             if sc.talk_ms is not None:
@@ -595,7 +695,22 @@ class ModemEmulator:
             self._urc(urc)
         self._mark("alerting")
 
+    def _through_connect(self) -> None:
+        """LTE CS fallback: the network connects the voice path at ringback and the modem
+        says "answered" although the far end still rings."""
+        if self.call == "active":
+            return
+        self.call = "active"
+        self._urc("VOICE CALL: BEGIN")
+        self._urc(self._clcc_line(0))
+        self.answered_ns = self.clock()
+        self._mark("uart_answer")
+
     def _answer(self) -> None:
+        self.real_answer_ns = self.clock()
+        if self.call == "active":  # through-connected earlier: the UART says nothing new
+            self._mark("answer")
+            return
         self.call = "active"
         f = self.family
         if f in ("sim7600", "a76xx"):
@@ -657,6 +772,8 @@ class ModemEmulator:
     def _end_call(self) -> None:
         self.call = None
         self.answered_ns = None
+        self.real_answer_ns = None
+        self.pcm_start_ns = None
         self.pcm = False
         self.vrx = False
         self.call_generation += 1
@@ -769,6 +886,8 @@ class ModemEmulator:
             self.scenario = scenario
             self.hung = scenario.unresponsive
             self.boot_until = self.clock() + scenario.boot_ms * 1_000_000
+            self.sim = scenario.sim
+            self.pin_attempts = 3
 
 
 def _key(body: str) -> str:
@@ -781,6 +900,21 @@ def _key(body: str) -> str:
             end += 1
         return body[:end]
     return body[0]
+
+
+@functools.cache
+def sim_audio() -> tuple[Any, Any]:
+    """(ringback, greeting) as int16 arrays at 8 kHz, decoded from the shipped µ-law WAVs.
+    The greeting starts at its first audible sample: the callee speaks as it picks up."""
+    import numpy as np
+
+    from probe.audio.wavio import read_wav
+
+    ringback = read_wav(AUDIO_DIR / "ringback-425-ulaw.wav").samples
+    greeting = read_wav(AUDIO_DIR / "greeting-ulaw.wav").samples
+    loud = np.flatnonzero(np.abs(greeting) > GREETING_ONSET)
+    greeting = greeting[loud[0]:] if loud.size else greeting
+    return ((ringback * 32767).astype(np.int16), (greeting * 32767).astype(np.int16))
 
 
 def _tone(n: int, start: int, width: int) -> bytes:
