@@ -360,7 +360,7 @@ BAD_CASES: list[tuple[dict[str, Any], str, str]] = [
     # unknown keys, at every level
     ({"colour": '"blue"'}, "colour", "unknown key (allowed: probe, mqtt, sip, targets"),
     ({"target": {"name": '"x"'}}, "target", 'did you mean "targets"?'),
-    ({"probe.name": '"x"'}, "probe.name", "unknown key (allowed: id, site, state_dir, max_jitter_s)"),
+    ({"probe.name": '"x"'}, "probe.name", "unknown key (allowed: id, site, state_dir"),
     ({"mqtt.hots": '"b"'}, "mqtt.hots", "unknown key (allowed: host, port, keepalive_s"),
     ({"mqtt.hots": '"b"'}, "mqtt.hots", 'did you mean "host"?'),
     ({"mqtt.tls": {"ca_fil": '"ca.pem"'}}, "mqtt.tls.ca_fil", 'did you mean "ca_file"?'),
