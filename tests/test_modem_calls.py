@@ -112,7 +112,9 @@ def live(family: str, sc: Scenario, directory: Path) -> Lived:
 @pytest.fixture(scope="module")
 def matrix(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[str, str], Any]]:
-    """The selected matrix cases, lived a few at a time (a future per case)."""
+    """The selected matrix cases, lived :data:`MATRIX_WORKERS` at a time (a future per
+    case); a dozen threads per call mostly sleep on the script, so this is what keeps the
+    matrix short.  Only the cases pytest selected are lived."""
     cases = sorted({(item.callspec.params["family"], item.callspec.params["name"])
                     for item in request.session.items
                     if getattr(item, "originalname", "") == "test_every_profile_every_scenario"
@@ -122,8 +124,10 @@ def matrix(request: pytest.FixtureRequest,
     futures = {case: pool.submit(live, case[0], FAST[case[1]],
                                  tmp_path_factory.mktemp(f"{case[0]}-{case[1]}"))
                for case in cases}
+    # All lived before any is judged: result validation (jsonschema, pure Python) in this
+    # thread would hold the GIL while the calls' reader threads stamp their lines.
+    pool.shutdown(wait=True)
     yield futures
-    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def hear_answer_warm() -> None:

@@ -299,7 +299,11 @@ class SippHotline:
         return log.read_text(errors="replace") if log.exists() else ""
 
     def __enter__(self) -> SippHotline:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # __exit__ will not run: do not leak the process or the directory
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
