@@ -1038,7 +1038,10 @@ def _path(base_dir: Path) -> Check:
     def check(value: Any) -> Path:
         if not isinstance(value, str) or not value.strip():
             raise _Bad(f"must be a non-empty path string, got {_show(value)}")
-        path = Path(value).expanduser()
+        try:
+            path = Path(value).expanduser()
+        except RuntimeError as exc:  # "~nobody/x": no such user
+            raise _Bad(f"cannot expand {value!r}: {exc}") from None
         return path if path.is_absolute() else base_dir / path
 
     return check

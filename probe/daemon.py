@@ -37,6 +37,8 @@ from probe.config import Config, Target, load_config
 from probe.diagnose import ProbeFacts, Thresholds
 from probe.errors import ConfigError, DialerError, ProbeError
 from probe.forwarder import Forwarder
+from probe.indicator import Status, open_indicator, overall_status
+from probe.line import LineInUseError, LineMonitor
 from probe.mqtt import Publisher
 from probe.outbox import Outbox
 from probe.runner import next_boot_count, prepare_state_dir, prune_audio, run_call
@@ -50,6 +52,7 @@ log = logging.getLogger("probe.daemon")
 HEARTBEAT_STALE_S = 60.0  # a thread silent for longer than this stops the watchdog pings
 HEALTH_EVERY_S = 60.0
 DIALER_RETRY_S = 30.0  # a dialer that failed to start is retried this often
+DEFER_S = 60.0  # an analog call deferred because the line is in use is tried again after this
 
 
 def utc_now() -> str:
@@ -170,6 +173,17 @@ class ChannelWorker:
         self.state.state = "calling"
         try:
             doc = self.place_call(job, self.dialer)
+        except LineInUseError as exc:  # a person is on the analog line: not a hotline failure
+            self.state.state = "idle"
+            self.state.facts["deferred"] = self.state.facts.get("deferred", 0) + 1
+            log.info("%s/%s deferred %.0f s: %s", job.target.name, self.channel, DEFER_S, exc)
+            if job.reply:
+                job.reply({"ok": False, "reason": f"deferred: {exc}"})
+            else:
+                timer = threading.Timer(DEFER_S, self.jobs.put, args=(job,))
+                timer.daemon = True
+                timer.start()
+            return
         except (DialerError, ProbeError) as exc:
             self.state.state, self.state.error = "error", str(exc)
             log.error("%s/%s call failed in the probe: %s", job.target.name, self.channel, exc)
@@ -299,6 +313,13 @@ class Daemon:
         self.publisher = self._publisher(config)
         if self.publisher is not None:
             self.forwarder.start(self.publisher)
+        self.indicator = open_indicator(config.indicator)
+        self.indicator.show(Status.BOOTING)
+        self.indicator.start()
+        self.line = LineMonitor.open(config.line, on_change=lambda *_: self.refresh_indicator(),
+                                     clock=time.monotonic) if config.line else None
+        if self.line is not None:
+            self.line.start()
         self.workers = self._workers(config, audio_dir)
         self.scheduler = Scheduler(config.targets, self.workers, once=self.once, rng=self.rng,
                                    max_jitter_s=config.probe.max_jitter_s).start()
@@ -351,6 +372,9 @@ class Daemon:
             self.forwarder_flush(deadline)
             self.publisher.close(timeout=5.0, reason=self.stop_reason)
         self.outbox.close()
+        if self.line is not None:
+            self.line.close()
+        self.indicator.close()
         log.info("probe stopped (%s)", self.stop_reason)
 
     def forwarder_flush(self, deadline: float) -> None:
@@ -385,8 +409,22 @@ class Daemon:
         from probe.runner import start_modem_dialer, start_sip_dialer
 
         def place(job: Job, dialer: Any) -> dict[str, Any]:
-            doc = run_call(config, job.target, job.channel, dialer, audio_dir,
-                           verdicts=self.verdicts, facts=self.facts())
+            self.indicator.show(Status.TESTING)
+            try:
+                if job.channel == "analog" and self.line is not None:
+                    # Claims the line: LineInUseError (the call is deferred) while a person
+                    # is on it or it rings.
+                    with self.line.seize() as seizure:
+                        doc = run_call(config, job.target, job.channel, dialer, audio_dir,
+                                       verdicts=self.verdicts, facts=self.facts(),
+                                       line=lambda: {**self.line.snapshot(),
+                                                     "seizure": seizure.facts()})
+                else:
+                    doc = run_call(config, job.target, job.channel, dialer, audio_dir,
+                                   verdicts=self.verdicts, facts=self.facts(),
+                                   line=self.line.snapshot if self.line else None)
+            finally:
+                self.refresh_indicator()
             prune_audio(audio_dir)
             return doc
 
@@ -404,6 +442,7 @@ class Daemon:
     def _result(self, job: Job, doc: dict[str, Any]) -> None:
         self.forwarder.submit("result", doc)
         self.publish_status()
+        self.refresh_indicator()
         log.info("%s/%s: %s (pdd %s ms, answer %s ms) id=%s", doc["target"], doc["channel"],
                  doc["outcome"], doc["timings_ms"]["post_dial_delay"],
                  doc["timings_ms"]["time_to_answer"], doc["id"])
@@ -413,6 +452,8 @@ class Daemon:
     def beats(self) -> dict[str, float]:
         beats = {"sched": self.scheduler.last_beat}
         beats.update({f"worker[{c}]": w.beat for c, w in self.workers.items()})
+        if self.line is not None:
+            beats["line"] = self.line.last_beat
         if self.publisher is not None:
             beats["mqtt"] = self.publisher.last_beat
             beats["forwarder"] = self.forwarder.last_beat
@@ -444,6 +485,9 @@ class Daemon:
                              "last_success": w.state.last_success, **w.state.facts}
                          for c, w in self.workers.items()},
             "threads_alive": self.all_alive(time.monotonic()),
+            "line": self.line.snapshot() if self.line is not None else None,
+            "indicator": self.indicator.snapshot(),
+            "status": self.probe_health_summary(),
             "versions": {"probe": __version__, "python": sys.version.split()[0],
                          "pjproject": pjproject_version()},
         }
@@ -454,7 +498,8 @@ class Daemon:
         registration = sip.state.facts.get("registration") if sip is not None else None
         modems = {c: w.state.facts.get("modem") or {} for c, w in self.workers.items()
                   if c != "sip"}
-        return ProbeFacts(line=None, sip_registration=registration, modems=modems,
+        line = self.line.snapshot() if self.line is not None else None
+        return ProbeFacts(line=line, sip_registration=registration, modems=modems,
                           broker_reachable=None if self.publisher is None
                           else self.publisher.connected)
 
@@ -468,6 +513,18 @@ class Daemon:
         faults += [f"{c}.{w.state.state}" for c, w in self.workers.items()
                    if w.state.state == "error"]
         return {"ok": not faults, "faults": faults}
+
+    def refresh_indicator(self) -> None:
+        """LED and buzzer follow the worst verdict and the probe's own faults."""
+        verdicts = [v["verdict"] for v in self.verdicts.status().values()]
+        order = ("down", "degraded", "ok")
+        worst = next((Status(v) for v in order if v in verdicts), None)
+        line_fault = bool(self.line is not None and self.line.snapshot().get("fault"))
+        modem_fault = any(w.state.state == "error" for c, w in self.workers.items()
+                          if c != "sip")
+        broker_ok = None if self.publisher is None else self.publisher.connected
+        self.indicator.show(overall_status(worst, line_fault=line_fault,
+                                           modem_fault=modem_fault, broker_ok=broker_ok))
 
     def publish_status(self) -> None:
         """The retained status: the verdict per target and the probe's own health, apart."""

@@ -572,6 +572,11 @@ class LineMonitor:
         self.stop()
         self.reader.close()
 
+    @property
+    def last_beat(self) -> float:
+        """When the sampling thread last finished a window (for the daemon's watchdog)."""
+        return self._last_window_at or 0.0
+
     # ----------------------------------------------------------------- answers
 
     @property

@@ -77,6 +77,7 @@ def build_result(record: CallRecord, expect: Expectations, probe: ProbeIdentity,
         # what was heard (probe/audio): null when there was no recording to analyse
         "analysis": analysis,
         "diagnosis": None,  # filled in across channels: probe.verdicts / probe.diagnose
+        "line": None,  # the analog line as the board reads it (probe.line snapshot)
         "timeline": [
             {"at_ms": round((e.t_ns - t0) / 1e6, 1), "event": str(e.kind), "code": e.code,
              "reason": e.reason}

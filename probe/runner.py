@@ -70,7 +70,8 @@ def start_modem_dialer(config: Config, channel: str) -> ModemDialer | None:
 def run_call(config: Config, target: Target, channel: str,
              dialer: SipDialer | ModemDialer | None, audio_dir: Path, *,
              line_busy: Callable[[], bool] | None = None, verdicts: VerdictBook | None = None,
-             facts: ProbeFacts | None = None) -> dict[str, Any]:
+             facts: ProbeFacts | None = None,
+             line: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Place one test call and return its validated result document.
 
     With ``verdicts``, the result carries the target's diagnosis across its channels
@@ -98,6 +99,8 @@ def run_call(config: Config, target: Target, channel: str,
                              dtmf_after_s=target.dtmf_after_s)
     doc = build_result(record, target.expect, config.probe, result_id=result_id,
                        clock_synced=clock_synced(), analysis=analyze_call(config, target, record))
+    if line is not None:  # the line facts go into every result (probe/line.py snapshot)
+        doc["line"] = line()
     if verdicts is not None:
         doc["diagnosis"] = verdicts.assess(doc, target, facts or ProbeFacts()).as_json()
     validate_result(doc)

@@ -79,7 +79,11 @@ def test_run_once_publishes_result_and_status(tmp_path: Path, broker: LocalBroke
         assert doc["outcome"] == "answered"
     assert len({m.json()["id"] for m in results}) == 2
     online = [s for s in statuses(sub) if s["state"] == "online"]
-    assert [s["boot"] for s in online] == [1, 2]
+    assert sorted({s["boot"] for s in online}) == [1, 2]
+    # The retained status carries the verdict per target and the probe's own health, apart.
+    last_online = online[-1]
+    assert last_online["targets"]["support"]["verdict"] == "ok"
+    assert last_online["probe"] == {"ok": True, "faults": []}
 
     # The broker keeps the last status for whoever subscribes later.
     with Subscriber(broker.host, broker.port, "hotline-probe/v1/p-17/status") as late:

@@ -44,13 +44,22 @@ CANCEL_LINGER_NS = 500_000_000  # after a CANCEL, how long close() still pumps (
 
 
 def pjproject_version() -> str:
-    """Version of the pjproject library behind pjsua2 (reads it without starting the stack)."""
-    if _live_endpoint is not None:  # pjsua2 allows one Endpoint object per process
-        return _live_endpoint.libVersion().full
-    return pj.Endpoint().libVersion().full
+    """Version of the pjproject library behind pjsua2, from any thread.
+
+    pjlib asserts when an unregistered thread calls into a running endpoint, so the version is
+    read once — by the thread that creates the endpoint, or here from a short-lived bare one
+    under the same lock (pjsua2 allows one Endpoint object per process) — and cached.
+    """
+    global _version
+    with _endpoint_lock:
+        if _version is None:
+            _version = pj.Endpoint().libVersion().full
+        return _version
 
 
 _live_endpoint: pj.Endpoint | None = None
+_endpoint_lock = threading.Lock()
+_version: str | None = None
 
 
 @dataclass
@@ -223,8 +232,10 @@ class SipDialer:
         if self._ep is not None:
             raise DialerError("SIP dialer already started (pjsua2 allows one endpoint)")
         self._owner = threading.current_thread()
-        global _live_endpoint
-        ep = pj.Endpoint()
+        global _live_endpoint, _version
+        with _endpoint_lock:
+            ep = pj.Endpoint()
+            _version = ep.libVersion().full
         with _pjlib_startup_output():
             ep.libCreate()
         self._ep = _live_endpoint = ep
