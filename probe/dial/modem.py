@@ -232,7 +232,10 @@ class ModemDialer:
             alsa = AlsaRecorder(self.config.alsa_device, sink, clock=self.clock,
                                 max_s=math.ceil(longest))
             hooks.call_over = alsa.stop
-            alsa.start()  # before ATD: the first sample precedes the dial by a few ms
+            alsa.start()  # before ATD, so the recording holds the whole call
+            if not alsa.wait_running(ALSA_START_S):
+                log.warning("ALSA capture %s: no samples after %.1f s; dialling anyway",
+                            self.config.alsa_device, ALSA_START_S)
         try:
             ModemCall(self.at, profile, record, plan, hooks, clock=self.clock,
                       abort=self._abort, beat=self._beat).run()
@@ -387,6 +390,7 @@ class ModemDialer:
 
 
 ALSA_MARGIN_S = 30.0  # arecord's own limit (-d) beyond the longest possible call
+ALSA_START_S = 0.5  # longest wait for the capture to run before dialling
 HEALTH_EMPTY: dict[str, Any] = {
     "profile": None, "manufacturer": None, "model": None, "firmware": None, "imei": None,
     "sim": None, "registration": None, "registration_state": None, "registered": None,

@@ -185,6 +185,7 @@ class AlsaRecorder:
         self.error: str | None = None
         self.returncode: int | None = None
         self._stopping = False
+        self.running = threading.Event()  # the first samples arrived
 
     @property
     def command(self) -> list[str]:
@@ -227,6 +228,14 @@ class AlsaRecorder:
                 return  # arecord exited (stopped, -d reached, or failed)
             self.first.arrived(len(data), self.clock())
             self.sink.s16(data)
+            self.running.set()
+
+    def wait_running(self, timeout_s: float) -> bool:
+        """Wait until samples flow (device open, first period captured), at most
+        ``timeout_s``; False when they do not (the call goes on without waiting more)."""
+        if self.proc is None:
+            return False
+        return self.running.wait(timeout_s)
 
     def stop(self) -> None:
         proc = self.proc
@@ -255,7 +264,8 @@ class AlsaRecorder:
             self._stderr.close()
             self._stderr = None
             if text and (self.error or not self.first.bytes):
-                self.error = f"{self.error or 'arecord'}: {text.splitlines()[-1]}"
+                self.error = (f"arecord -D {self.device}: {text.splitlines()[-1]} "
+                              f"({self.error or 'no samples'})")
         if self.error or not self.first.bytes:
             log.warning("ALSA capture %s: %s", self.device, self.error or "no samples")
 
