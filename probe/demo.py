@@ -25,8 +25,8 @@ from probe.sim.hotline import NEVER_ANSWER, HotlineBehaviour, SippHotline
 from probe.sim.modem import ModemEmulator, scenario
 
 HOTLINES: dict[str, tuple[str, HotlineBehaviour]] = {
-    "support": ("rings 2.5 s, answers with a greeting",
-                HotlineBehaviour(pdd_ms=400, ring_ms=2500)),
+    "support": ("rings 2 s, answers with a greeting",
+                HotlineBehaviour(pdd_ms=400, ring_ms=2000)),
     "sales": ("busy", HotlineBehaviour(pdd_ms=250, ring_ms=600, final=486)),
     "after-hours": ("rings and nobody answers", HotlineBehaviour(pdd_ms=300, final=NEVER_ANSWER)),
 }
@@ -162,6 +162,12 @@ def _one_line(message: Message) -> str:
         return (f"{message.topic}: {doc['target']} → {doc['outcome']} "
                 f"(id {doc['id'][:8]}…, {len(json.dumps(doc))} bytes)")
     retained = " [retained]" if message.retain else ""
+    if leaf == "status" and doc.get("state") == "online" and "targets" in doc:
+        verdicts = "; ".join(f"{name} {v['verdict']}" + (f" ({', '.join(v['causes'])})"
+                                                          if v["causes"] else "")
+                             for name, v in doc["targets"].items()) or "no verdict yet"
+        probe = "ok" if doc["probe"]["ok"] else f"faults {doc['probe']['faults']}"
+        return f"{message.topic}{retained}: online (boot {doc['boot']}); {verdicts}; probe {probe}"
     if leaf == "health":
         outbox = doc["outbox"]
         channels = ", ".join(f"{name} {c['state']}" for name, c in doc["channels"].items())

@@ -71,6 +71,7 @@ class AudioHooks:
     pcm_on: Callable[[], None] | None = None
     pcm_off: Callable[[], None] | None = None
     call_over: Callable[[], None] | None = None  # the call ended: stop any capture (ALSA)
+    dialled: Callable[[int], None] | None = None  # ATD written at t_ns: the recording starts
 
 
 class ModemCall:
@@ -135,6 +136,8 @@ class ModemCall:
         assert pending.sent_ns is not None
         self.t0 = pending.sent_ns
         self.record.add(Ev.DIAL, self.t0, attempt=1, command=command)
+        if self.audio.dialled is not None:
+            self.audio.dialled(self.t0)
         if self.poll_s:
             self.next_poll = self.t0 + int(self.poll_s * 1e9)
             self.prev_obs = self.t0

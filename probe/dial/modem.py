@@ -231,7 +231,7 @@ class ModemDialer:
             longest = plan.max_pdd_s + plan.max_ring_s + plan.hold_s + ALSA_MARGIN_S
             alsa = AlsaRecorder(self.config.alsa_device, sink, clock=self.clock,
                                 max_s=math.ceil(longest))
-            hooks.call_over = alsa.stop
+            hooks.call_over, hooks.dialled = alsa.stop, alsa.begin_at
             alsa.start()  # before ATD, so the recording holds the whole call
             if not alsa.wait_running(ALSA_START_S):
                 log.warning("ALSA capture %s: no samples after %.1f s; dialling anyway",
@@ -257,8 +257,9 @@ class ModemDialer:
             facts["audio_source"] = f"alsa:{self.config.alsa_device}"
             if alsa.error:
                 facts["audio_error"] = alsa.error
-            if alsa.first.ns is not None and sink is not None and sink.frames:
-                first_ns = alsa.first.ns
+            if alsa.first_sample_ns is not None and sink is not None and sink.frames:
+                dial = record.first(Ev.DIAL)
+                first_ns = max(alsa.first_sample_ns, dial.t_ns if dial else 0)
                 answer = record.first(Ev.ANSWER)
                 if answer is None or first_ns < answer.t_ns:
                     record.add(Ev.EARLY_MEDIA, first_ns, source="alsa")

@@ -186,6 +186,10 @@ class AlsaRecorder:
         self.returncode: int | None = None
         self._stopping = False
         self.running = threading.Event()  # the first samples arrived
+        self._lock = threading.Lock()
+        self._held = bytearray()  # samples captured before the dial, until begin_at()
+        self.origin_ns: int | None = None
+        self.dropped = 0  # samples captured before the dial, left out of the WAV
 
     @property
     def command(self) -> list[str]:
@@ -227,8 +231,34 @@ class AlsaRecorder:
             if not data:
                 return  # arecord exited (stopped, -d reached, or failed)
             self.first.arrived(len(data), self.clock())
-            self.sink.s16(data)
+            with self._lock:
+                if self.origin_ns is None:
+                    self._held += data
+                else:
+                    self.sink.s16(data)
             self.running.set()
+
+    def begin_at(self, t_ns: int) -> None:
+        """The call starts at ``t_ns`` (the ATD write): the WAV starts there too; what was
+        captured before it is left out."""
+        with self._lock:
+            if self.origin_ns is not None:
+                return
+            data = bytes(self._held)
+            self._held.clear()
+            if self.first.ns is not None:
+                early = -(-(t_ns - self.first.ns) * RATE // 1_000_000_000)  # ceil
+                self.dropped = max(0, min(early, len(data) // 2))
+                data = data[self.dropped * 2:]
+            self.origin_ns = t_ns
+            self.sink.s16(data)
+
+    @property
+    def first_sample_ns(self) -> int | None:
+        """The WAV's first sample on the monotonic clock (after :meth:`begin_at`)."""
+        if self.first.ns is None:
+            return None
+        return self.first.ns + self.dropped * 1_000_000_000 // RATE
 
     def wait_running(self, timeout_s: float) -> bool:
         """Wait until samples flow (device open, first period captured), at most
@@ -256,6 +286,11 @@ class AlsaRecorder:
         self.returncode = proc.returncode
         if self._thread is not None:
             self._thread.join(timeout=2)
+        with self._lock:
+            if self.origin_ns is None:  # never dialled: keep what there is
+                self.origin_ns = self.first.ns or 0
+                self.sink.s16(bytes(self._held))
+                self._held.clear()
         if proc.stdout is not None:
             proc.stdout.close()
         if self._stderr is not None:
