@@ -188,15 +188,16 @@ def digest_response(user: str, password: str, realm: str, nonce: str, method: st
 
 
 def _response(code: int, *, sdp: bool = False, tagged: bool = True, last: bool = False,
-              extra: str = "") -> str:
+              extra: str = "", contact: bool = True) -> str:
     """A response to the INVITE (or, with ``last``, to the request just received)."""
     if last:
         headers = "[last_Via:]\n[last_From:]\n[last_To:]\n[last_Call-ID:]\n[last_CSeq:]"
     else:
         to_tag = ";tag=hotline[call_number]" if tagged or code >= 200 else ""
         headers = f"Via:[$ivia]\nFrom:[$ifrom]\nTo:[$ito]{to_tag}\n[last_Call-ID:]\nCSeq:[$icseq]"
-    lines = [f"SIP/2.0 {code} {REASONS.get(code, 'Response')}", headers,
-             "Contact: <sip:hotline@[local_ip]:[local_port];transport=[transport]>"]
+    lines = [f"SIP/2.0 {code} {REASONS.get(code, 'Response')}", headers]
+    if contact:
+        lines.append("Contact: <sip:hotline@[local_ip]:[local_port];transport=[transport]>")
     if extra:
         lines.append(extra)
     if sdp:
@@ -247,7 +248,7 @@ class SippHotline:
             raise FileNotFoundError("sipp not found: install Debian package sip-tester")
         scenario = self._dir / "hotline.xml"
         self.port = free_port()
-        scenario.write_text(scenario_xml(self.behaviour, self.uri))
+        scenario.write_text(self._scenario())
         media_port = free_port()
         cmd = [sipp, "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(self.port),
                "-mp", str(media_port), "-m", str(self.calls), "-nostdin",
@@ -258,6 +259,9 @@ class SippHotline:
                                         stderr=subprocess.PIPE)
         _wait_udp_bound(self.port, self.process)
         return self
+
+    def _scenario(self) -> str:
+        return scenario_xml(self.behaviour, self.uri)
 
     def wait(self, timeout: float = 10.0) -> int:
         """Wait for SIPp to finish its calls; its exit code (0 = every call went as scripted).
@@ -339,3 +343,46 @@ def _bound_udp_ports() -> set[int]:
             local_address = row.split()[1]  # "0100007F:1F90"
             ports.add(int(local_address.rsplit(":", 1)[1], 16))
     return ports
+
+
+def registrar_xml(user: str, password: str, registrar_uri: str, expires_s: int = 600) -> str:
+    """SIPp registrar: challenge the first REGISTER (401), accept the one with the right digest
+    (200, echoing the Contact), refuse a wrong one (403); then answer the un-REGISTER (200)."""
+    nonce = secrets.token_hex(16)
+    expected = digest_response(user, password, "hotline.test", nonce, "REGISTER", registrar_uri)
+    remember = (_REMEMBER_INVITE + '<ereg regexp=".*" search_in="hdr" header="Contact:" '
+                'assign_to="icontact"/>')
+    steps = [
+        f'<recv request="REGISTER"><action>{remember}</action></recv>',
+        _response(401, extra='WWW-Authenticate: Digest realm="hotline.test", '
+                             f'nonce="{nonce}", algorithm=MD5'),
+        f'<recv request="REGISTER"><action>{remember}<ereg regexp="response=.?{expected}" '
+        'search_in="hdr" header="Authorization:" assign_to="authok"/></action></recv>',
+        '<nop hide="true" test="authok" next="registered"/>',
+        _response(403),
+        '<nop hide="true" next="end"/>',
+        '<label id="registered"/>',
+        _response(200, contact=False,
+                  extra=f"Contact:[$icontact];expires={expires_s}\nExpires: {expires_s}"),
+        '<recv request="REGISTER" timeout="60000"/>',  # the probe un-registers when it stops
+        _response(200, last=True, contact=False, extra="Expires: 0"),
+        '<label id="end"/>',
+    ]
+    body = "\n  ".join(steps)
+    return ('<?xml version="1.0" encoding="ISO-8859-1"?>\n'
+            f'<scenario name="registrar">\n  {body}\n</scenario>\n')
+
+
+class SippRegistrar(SippHotline):
+    """SIPp as the probe's registrar on 127.0.0.1 (one registration, then its removal)."""
+
+    def __init__(self, user: str, password: str, *, timeout_s: float = 60.0) -> None:
+        super().__init__(HotlineBehaviour(), user=user, timeout_s=timeout_s)
+        self.password = password
+
+    @property
+    def registrar_uri(self) -> str:
+        return f"sip:127.0.0.1:{self.port}"
+
+    def _scenario(self) -> str:
+        return registrar_xml(self.user, self.password, self.registrar_uri)
