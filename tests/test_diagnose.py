@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,8 @@ GSM_RUNS = ("answered", "busy", "no_answer", "congestion", "unassigned", "not_re
 
 
 def _config(tmp: Path, name: str, *, sip_uri: str | None = None,
-            modem_url: str | None = None) -> Path:
-    channel = "sip" if sip_uri else "gsm"
+            modem_url: str | None = None, channel: str = "gsm") -> Path:
+    channel = "sip" if sip_uri else channel
     text = f"""
 [probe]
 id = "p-diag"
@@ -66,7 +67,8 @@ channels = ["{channel}"]
         text += ('[sip]\nlocal_address = "127.0.0.1"\nlocal_port = 0\nrtp_port = 0\n'
                  'username = "probe"\npassword = "secret"\n')
     else:
-        text += f'[modems.gsm]\nport = "{modem_url}"\nmodel = "sim7600"\n'
+        model = "sim7600" if channel == "gsm" else "v253"
+        text += f'[modems.{channel}]\nport = "{modem_url}"\nmodel = "{model}"\n'
     path = tmp / f"{name}.toml"
     path.write_text(text)
     return path
@@ -95,6 +97,12 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
         with ModemEmulator("sim7600", SCENARIOS[name]) as modem:
             return f"gsm:{name}", _call(_config(tmp, f"gsm-{name}", modem_url=modem.url), "gsm")
 
+    def analog_dead_line() -> tuple[str, dict[str, Any]]:
+        with ModemEmulator("v253", replace(SCENARIOS["answered"], name="dead",
+                                           reg_stat=0)) as modem:
+            config = _config(tmp, "analog-dead", modem_url=modem.url, channel="analog")
+            return "analog:dead_line", _call(config, "analog")
+
     def sip_dead() -> tuple[str, dict[str, Any]]:
         uri = f"sip:hotline@127.0.0.1:{free_port()}"  # nothing listens there
         config = _config(tmp, "sip-unreachable", sip_uri=uri)
@@ -106,6 +114,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     with ThreadPoolExecutor(max_workers=4) as pool:
         jobs = [pool.submit(sip, n) for n in SIP_RUNS] + [pool.submit(gsm, n) for n in GSM_RUNS]
         jobs.append(pool.submit(sip_dead))
+        jobs.append(pool.submit(analog_dead_line))
         return dict(job.result() for job in jobs)
 
 
@@ -180,9 +189,10 @@ def test_scenario_matrix_from_real_calls(real: dict, name: str, keys: list[str],
 @pytest.mark.slow
 def test_cut_line_is_the_office_not_the_hotline(real: dict) -> None:
     """All paths fail and the line has no voltage: a local fault; the hotline's state is
-    unknown, never 'down' (the analog path here is the GSM result relabelled, since what
-    matters is that the line facts block it)."""
-    analog = {**real["gsm:no_answer"], "channel": "analog", "outcome": "no_dial_tone"}
+    unknown, never 'down'.  The analog result is a real call on the emulated voice modem whose
+    line is dead; the line facts come from the simulated board."""
+    analog = real["analog:dead_line"]
+    assert analog["outcome"] == "no_dial_tone"
     snapshot = line_snapshot("cut")
     assert snapshot["state"] == "no_voltage"
     result = diagnose([analog], ProbeFacts(line=snapshot), LIMITS, Thresholds(), [True, True])
