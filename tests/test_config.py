@@ -804,6 +804,28 @@ def test_modem_problems_are_named_by_key(tmp_path: Path, overrides: dict[str, An
     assert_problem(problems(tmp_path, overrides), key, fragment)
 
 
+def test_modem_alsa_device_and_register_wait(tmp_path: Path) -> None:
+    config = load(tmp_path, {"modems.gsm.alsa_device": '"plughw:CARD=Device,DEV=0"',
+                             "modems.gsm.register_wait_s": "12.5"})
+    gsm = config.modem("gsm")
+    assert gsm is not None
+    assert (gsm.alsa_device, gsm.register_wait_s) == ("plughw:CARD=Device,DEV=0", 12.5)
+    default = load(tmp_path).modem("gsm")
+    assert default is not None and (default.alsa_device, default.register_wait_s) == (None, 30.0)
+
+
+@pytest.mark.parametrize(("overrides", "key", "fragment"), [
+    ({"modems.gsm.alsa_device": '"hw 1,0"'}, "modems.gsm.alsa_device", "ALSA PCM name"),
+    ({"modems.gsm.alsa_device": "3"}, "modems.gsm.alsa_device", "ALSA PCM name"),
+    ({"modems.gsm.register_wait_s": "-1"}, "modems.gsm.register_wait_s", "from 0 to 600"),
+    ({"modems.analog.port": '"/dev/ttyS0"', "modems.analog.register_wait_s": "5"},
+     "modems.analog.register_wait_s", "unknown key"),
+])
+def test_modem_audio_and_registration_problems(tmp_path: Path, overrides: dict[str, Any],
+                                               key: str, fragment: str) -> None:
+    assert_problem(problems(tmp_path, overrides), key, fragment)
+
+
 def test_sim_pin_never_shown_in_problems(tmp_path: Path) -> None:
     found = problems(tmp_path, {"modems.gsm.sim_pin": '"98x7"'})
     assert all("98x7" not in reason for _, reason in found)

@@ -13,6 +13,10 @@ period by construction.  Parser throughput: a synthetic stream of responses with
 interleaved (SIMCom CR CR LF framing) through :class:`probe.at.router.Router`, in one chunk
 and in 64-byte reads.
 
+A76xx through-connect at ringback: calls whose UART says "answered" at ringback while the far
+end answers later (seeded), with ringback then a greeting on the PCM port; the error of the
+answer the recording gives (:func:`probe.dial.modem_audio.hear_answer`) against the script.
+
 Run alone: ``.venv/bin/python -m tests.benchmarks.bench_modem [--calls N]``.
 """
 
@@ -48,6 +52,7 @@ class ModemResult:
     mib_per_s: float = 0.0
     lines_per_s_small: float = 0.0
     wall_s: float = 0.0
+    through_connect: list[float] = field(default_factory=list)  # audio answer - real (ms)
 
 
 def run(calls: int = 5, seed: int = DEFAULT_SEED) -> ModemResult:
@@ -81,9 +86,29 @@ def run(calls: int = 5, seed: int = DEFAULT_SEED) -> ModemResult:
                                              ("probe-written", got - wrote),
                                              ("written-script", wrote - script)):
                             result.errors.setdefault((family, mark, kind_), []).append(value)
+        result.through_connect = through_connect_errors(calls, rng, Path(tmp))
     result.lines_per_s, result.mib_per_s, result.lines_per_s_small = parser_throughput()
     result.wall_s = time.monotonic() - started
     return result
+
+
+def through_connect_errors(calls: int, rng: random.Random, tmp: Path) -> list[float]:
+    """Audio-confirmed answer minus the emulator's real answer, ms, per call."""
+    errors = []
+    for _ in range(calls):
+        ring = rng.randint(700, 2200)  # answer in a ringback burst or in the pause after it
+        sc = scenario("through_connect", pdd_ms=200, through_connect_ms=250, ring_ms=ring)
+        expect = Expectations(max_post_dial_delay_ms=3000, max_ring_s=5.0,
+                              hold_s=ring / 1000 + 0.8, require_media=False)
+        with ModemEmulator("a76xx", sc, audio_port=True) as modem:
+            cfg = ModemConfig(kind="gsm", port=modem.url, audio_port=modem.audio_url)
+            with ModemDialer(cfg) as dialer:
+                record = dialer.call("+33472000390", expect, target="bench",
+                                     audio_path=tmp / "tc.wav")
+            answer = record.first(Ev.ANSWER)
+            if answer is not None and "answer" in modem.marks:
+                errors.append((answer.t_ns - modem.marks["answer"]) / 1e6)
+    return errors
 
 
 def parser_throughput(blocks: int = 20000) -> tuple[float, float, float]:
@@ -119,6 +144,11 @@ def report(r: ModemResult) -> str:
     head = (f"Modem timing ({r.calls} answered calls per profile; ms, mean / max |e|)\n"
             + table(["profile", "event", "probe - script", "probe - written",
                      "written - script"], rows, left=2))
+    tc = ErrorStats.of(r.through_connect)
+    head += ("\n\nA76xx through-connect, answer from the audio vs the real answer: "
+             + ("n/a" if tc is None else
+                f"{tc.mean:+.1f} / {tc.max_abs:.1f} ms (mean / max |e|, "
+                f"{len(r.through_connect)} calls)"))
     return (head + f"\n\nAT parser: {r.lines_per_s:,.0f} lines/s ({r.mib_per_s:.1f} MiB/s) in "
             f"one chunk, {r.lines_per_s_small:,.0f} lines/s in 64-byte reads"
             f"\nwall time {r.wall_s:.1f} s")
