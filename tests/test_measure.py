@@ -17,6 +17,7 @@ from probe.measure import (
     timings,
 )
 from probe.timeline import CallRecord, Ev, RtpStats
+from tests.records import add_events
 
 MONO = 5_000_000_000_000
 WALL = 1_795_000_000_000_000_000
@@ -30,12 +31,7 @@ def record(*events: tuple[Any, ...], rtp: RtpStats | None = None) -> CallRecord:
     """A SIP call record from ``(ms, kind[, code[, reason[, detail]]])`` tuples."""
     r = CallRecord(channel="sip", target="hot", destination="sip:hotline@127.0.0.1",
                    wall_ns=WALL, mono_ns=MONO, rtp=rtp)
-    for ms, kind, *rest in events:
-        code = rest[0] if len(rest) > 0 else None
-        reason = rest[1] if len(rest) > 1 else None
-        detail = rest[2] if len(rest) > 2 else {}
-        r.add(kind, at(ms), code, reason, **detail)
-    return r
+    return add_events(r, events, at)
 
 
 NET = {"from_network": True}

@@ -20,6 +20,7 @@ from probe.config import Expectations, ProbeIdentity
 from probe.measure import Outcome, classify, judge, timings
 from probe.result import build_result, result_schema, rfc3339, validate_result
 from probe.timeline import CallRecord, Ev, RtpStats
+from tests.records import add_events
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_FILE = ROOT / "probe" / "schema" / "result-v1.json"
@@ -38,12 +39,7 @@ def sip_record(*events: tuple[Any, ...], rtp: RtpStats | None = None,
     r = CallRecord(channel="sip", target="support", destination="sip:3900@pbx.example.com",
                    wall_ns=WALL, mono_ns=MONO, rtp=rtp, audio_path=audio)
     r.facts["pjproject"] = "2.15.1"
-    for ms, kind, *rest in events:
-        code = rest[0] if len(rest) > 0 else None
-        reason = rest[1] if len(rest) > 1 else None
-        detail = rest[2] if len(rest) > 2 else {}
-        r.add(kind, at(ms), code, reason, **detail)
-    return r
+    return add_events(r, events, at)
 
 
 def write_wav(path: Path, seconds: float) -> Path:

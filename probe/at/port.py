@@ -143,13 +143,8 @@ class AtPort:
         result other than OK/CONNECT raises :class:`CommandFailed` (:class:`CmeError`,
         :class:`CmsError`); the response is returned either way otherwise.
         """
-        pending = Pending(command, prefix=prefix, accept=accept, stream_sink=stream_sink)
-        self._enter_fifo(pending, queue_timeout)
-        try:
-            self._send(pending)
-        except BaseException:
-            self._leave_fifo(pending)
-            raise
+        pending = self.submit(command, queue_timeout=queue_timeout, stream_sink=stream_sink,
+                              prefix=prefix, accept=accept)
         return self.finish(pending, timeout, check=check)
 
     def use(self, urcs: UrcTable, *, dle: bool | None = None) -> None:
@@ -160,13 +155,14 @@ class AtPort:
                 self.router.framer.dle = dle
 
     def submit(self, command: str, *, queue_timeout: float = 30.0,
-               stream_sink: Callable[[bytes], None] | None = None) -> Pending:
+               stream_sink: Callable[[bytes], None] | None = None, prefix: str | None = None,
+               accept: Callable[[str], bool] | None = None) -> Pending:
         """Send ``command`` and return at once; :meth:`finish` waits for its final result.
 
         For commands whose final result takes long (V.253 ``ATD`` waits for the answer):
         the caller keeps handling URCs meanwhile.  No other command is sent until
         :meth:`finish` (the FIFO stays held)."""
-        pending = Pending(command, stream_sink=stream_sink)
+        pending = Pending(command, prefix=prefix, accept=accept, stream_sink=stream_sink)
         self._enter_fifo(pending, queue_timeout)
         try:
             self._send(pending)
