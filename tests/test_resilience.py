@@ -253,3 +253,75 @@ def test_secrets_never_reach_the_logs(tmp_path: Path) -> None:
     assert "S3CRET" not in out
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert lines and all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
+
+
+def gsm_config(tmp_path: Path, broker: LocalBroker, modem_url: str, *, hold_s: float) -> Path:
+    config = tmp_path / "gsm.toml"
+    config.write_text(f"""
+[probe]
+id = "{PROBE}"
+site = "Resilience lab"
+state_dir = "{tmp_path / 'state'}"
+max_jitter_s = 0
+[mqtt]
+host = "{broker.host}"
+port = {broker.port}
+keepalive_s = 5
+[modems.gsm]
+port = "{modem_url}"
+model = "sim7600"
+[[targets]]
+name = "mobile"
+number = "+33100000000"
+channels = ["gsm"]
+interval_s = 30
+[targets.expect]
+hold_s = {hold_s}
+max_ring_s = 3
+""")
+    return config
+
+
+@pytest.mark.slow
+def test_kill_9_mid_gsm_call_then_restart_leaves_the_modem_idle(tmp_path: Path,
+                                                                broker: LocalBroker) -> None:
+    from probe.sim.modem import SCENARIOS, ModemEmulator
+
+    with ModemEmulator("sim7600", SCENARIOS["answered"]) as modem:
+        config = gsm_config(tmp_path, broker, modem.url, hold_s=30)
+        daemon = Daemon(config)
+        _wait(lambda: modem.call == "active", 20)
+        daemon.stop(signal.SIGKILL)
+        assert modem.call == "active"  # the network still holds the call the probe left
+        killed_at = len(modem.received)
+        daemon = Daemon(config)
+        try:
+            # The restarted probe ends the leftover call before it dials again.
+            _wait(lambda: sum(line.startswith("ATD") for line in modem.received) >= 2, 30)
+            after = modem.received[killed_at:]
+            second_dial = next(i for i, line in enumerate(after) if line.startswith("ATD"))
+            assert any(line in ("AT+CHUP", "ATH") for line in after[:second_dial]), after
+        finally:
+            daemon.stop()
+        assert modem.idle  # and hangs up its own call when stopped
+
+
+@pytest.mark.slow
+def test_modem_that_stops_answering_is_reported_and_the_daemon_keeps_running(
+        tmp_path: Path, broker: LocalBroker) -> None:
+    from probe.sim.modem import SCENARIOS, ModemEmulator
+
+    with ModemEmulator("sim7600", SCENARIOS["unresponsive"]) as modem, \
+            Subscriber(broker.host, broker.port, f"hotline-probe/v1/{PROBE}/#") as sub:
+        daemon = Daemon(gsm_config(tmp_path, broker, modem.url, hold_s=1))
+        try:
+            sub.wait_for(lambda msgs: any(m.topic.endswith("/result") for m in msgs), 90)
+            result = received(sub)[0]
+            assert result["outcome"] == "modem_error"
+            codes = [c["code"] for c in result["diagnosis"]["causes"]]
+            assert codes == ["modem.unresponsive"]
+            assert result["diagnosis"]["verdict"] == "unknown"  # the probe's fault, not the hotline
+            assert daemon.proc.poll() is None
+        finally:
+            log = daemon.stop()
+        assert daemon.proc.returncode == 0, log[-5:]

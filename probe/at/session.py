@@ -82,7 +82,18 @@ class ModemSession:
                 self.facts.setdefault("init_failed", []).append(command)
         if profile.channel == "analog":
             at.use(UrcTable.with_extra(dict(profile.urcs)), dle=True)
+        self._hang_up_leftover(profile)
         return profile
+
+    def _hang_up_leftover(self, profile: Profile) -> None:
+        """A probe killed mid-call (kill -9, power cut of the Pi alone) leaves the modem in
+        the call: end it before anything else, so a new test never starts on a busy modem."""
+        for command in profile.hangup:
+            try:
+                if self.at.command(command, 3.0, check=False).final == "OK":
+                    return
+            except ModemTimeout:
+                continue
 
     def _identify(self) -> str:
         parts: list[str] = []
