@@ -181,3 +181,24 @@ def _wait(predicate, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(json.dumps({"waited_s": timeout}))
         time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_sigterm_mid_call_hangs_up_records_and_publishes(tmp_path: Path,
+                                                         broker: LocalBroker) -> None:
+    with SippHotline(HotlineBehaviour(pdd_ms=100, ring_ms=100)) as hotline, \
+            Subscriber(broker.host, broker.port, "hotline-probe/v1/#") as sub:
+        proc = start_probe(write_config(tmp_path, broker, hotline.uri, hold_s=30))
+        _wait(lambda: any((tmp_path / "state" / "audio").glob("*.wav")), 15)  # the call is up
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        sub.wait_for(lambda msgs: any(m.topic.endswith("/result") for m in msgs), timeout=5)
+        result = next(m.json() for m in sub.messages if m.topic.endswith("/result"))
+        # The hotline did answer (that stays true); the probe cut the call short, and says so.
+        assert result["outcome"] == "answered"
+        assert result["sip"]["hangup_reason"] == "aborted"
+        assert result["sip"]["ended_by"] == "probe"
+        assert result["timings_ms"]["talk_duration"] < 30_000
+        assert hotline.wait(5) == 0  # the hotline saw a clean BYE
+        assert statuses(sub)[-1] == {"state": "offline", "boot": 1, "reason": "stopped"}
