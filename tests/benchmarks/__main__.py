@@ -2,8 +2,10 @@
 
 Figures only: nothing here asserts a timing (a loaded CI machine must not fail a build).
 
-    .venv/bin/python -m tests.benchmarks            # full run (~2 minutes)
-    .venv/bin/python -m tests.benchmarks --quick    # smoke run: 8 timed calls, 2 cost runs
+    .venv/bin/python -m tests.benchmarks                 # everything (~25 minutes: the full tone
+                                                         # corpus and 10 minutes of idle daemon)
+    .venv/bin/python -m tests.benchmarks --quick         # smoke run (~3 minutes)
+    .venv/bin/python -m tests.benchmarks --only timing   # one of timing|cost|audio|modem|outbox
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from . import bench_audio, bench_call_cost, bench_modem, bench_timing
+from . import bench_audio, bench_call_cost, bench_modem, bench_outbox, bench_timing
 from ._stats import ErrorStats, table
 
 QUICK_CALLS = 8
@@ -33,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=bench_timing.DEFAULT_SEED,
                    help="seed of the imposed delays (default %(default)s)")
     p.add_argument("--quick", action="store_true", help="fewer calls: a smoke run")
-    p.add_argument("--only", choices=("timing", "cost", "audio", "modem"),
+    p.add_argument("--only", choices=("timing", "cost", "audio", "modem", "outbox"),
                    help="run one benchmark only")
     args = p.parse_args(argv)
     calls = args.calls if args.calls is not None else (QUICK_CALLS if args.quick else 50)
@@ -54,6 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.only in (None, "modem"):  # probe/at: alerting/answer error per profile, parser
         modem = bench_modem.run(calls=2 if args.quick else 5)
         print(bench_modem.report(modem), end="\n\n", flush=True)
+    if args.only in (None, "outbox"):  # store-and-forward, and the idle daemon (10 min)
+        bench_outbox.main(["--idle-s", "30" if args.quick else "600"])
+        print(flush=True)
     print(summary(timing, cost, time.monotonic() - started))
     return 0
 
