@@ -16,6 +16,7 @@ the daemon restarted instead of silently testing nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -52,6 +53,7 @@ log = logging.getLogger("probe.daemon")
 HEARTBEAT_STALE_S = 60.0  # a thread silent for longer than this stops the watchdog pings
 HEALTH_EVERY_S = 60.0
 DIALER_RETRY_S = 30.0  # a dialer that failed to start is retried this often
+ONCE_DRAIN_S = 30.0  # --once: how long to wait for the broker to take the results
 DEFER_S = 60.0  # an analog call deferred because the line is in use is tried again after this
 
 
@@ -337,6 +339,7 @@ class Daemon:
 
     def _main_loop(self) -> None:
         next_health = 0.0
+        finished_at: float | None = None
         ping_every = self.notifier.watchdog_interval_s or 5.0
         while not self.stop_requested.is_set():
             now = time.monotonic()
@@ -350,8 +353,12 @@ class Daemon:
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 self.reload()
-            if self.once and self.scheduler.finished.is_set() and self._drained():
-                break
+            if self.once and self.scheduler.finished.is_set():
+                if finished_at is None:
+                    finished_at = now
+                # Results are safe in the outbox: --once gives the broker a bounded while.
+                if self._drained() or now - finished_at > ONCE_DRAIN_S:
+                    break
             self.stop_requested.wait(min(ping_every, 0.5 if self.once else 1.0))
 
     def _drained(self) -> bool:
@@ -551,8 +558,9 @@ class Daemon:
                 log.error("reload rejected, old configuration kept: %s: %s", key, reason)
             return exc.problems
         old = self.config
-        if (new.probe, new.mqtt, new.sip) == (old.probe, old.mqtt, old.sip) and \
-                {c for t in new.targets for c in t.channels} == set(self.workers):
+        unchanged_rest = dataclasses.replace(new, targets=(), source="") == \
+            dataclasses.replace(old, targets=(), source="")
+        if unchanged_rest and {c for t in new.targets for c in t.channels} == set(self.workers):
             self.config = new
             self.scheduler.replace_targets(new.targets)
             log.info("configuration reloaded: %d targets", len(new.targets))

@@ -202,3 +202,20 @@ def test_sigterm_mid_call_hangs_up_records_and_publishes(tmp_path: Path,
         assert result["timings_ms"]["talk_duration"] < 30_000
         assert hotline.wait(5) == 0  # the hotline saw a clean BYE
         assert statuses(sub)[-1] == {"state": "offline", "boot": 1, "reason": "stopped"}
+
+
+@pytest.mark.slow
+def test_run_once_with_the_broker_away_keeps_the_result_and_stops(tmp_path: Path) -> None:
+    import sqlite3
+
+    from probe.sim.hotline import free_port
+
+    away = LocalBroker()
+    away.port = free_port(kind=1)  # nothing listens there
+    with SippHotline(HotlineBehaviour(pdd_ms=100, ring_ms=100)) as hotline:
+        proc = start_probe(write_config(tmp_path, away, hotline.uri, hold_s=0.5), "--once")
+        _, err = proc.communicate(timeout=90)  # a bounded wait for the broker, then it stops
+    assert proc.returncode == 0, err
+    with sqlite3.connect(tmp_path / "state" / "outbox.sqlite3") as db:
+        (waiting,) = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+    assert waiting == 1  # delivered by the next run that reaches the broker
