@@ -228,3 +228,20 @@ def test_daemon_notifies_systemd_ready_and_pings_the_watchdog(tmp_path: Path,
         finally:
             daemon.kill()
             daemon.wait(10)
+
+
+def test_asyncapi_document_matches_the_code() -> None:
+    """The AsyncAPI file next to the result schema names the topics and commands the code
+    uses."""
+    import yaml
+
+    from probe.mqtt import HEALTH, RESULT, STATUS, TOPIC_ROOT
+
+    doc = yaml.safe_load((Path(__file__).resolve().parent.parent / "probe" / "schema"
+                          / "asyncapi.yaml").read_text())
+    addresses = {c["address"] for c in doc["channels"].values()}
+    for leaf in (STATUS, RESULT, HEALTH, "cmd-reply", "cmd/{command}"):
+        assert f"{TOPIC_ROOT}/{{probeId}}/{leaf}" in addresses
+    command = doc["channels"]["command"]["parameters"]["command"]
+    assert sorted(command["enum"]) == sorted(SCHEMAS)
+    assert doc["components"]["messages"]["result"]["payload"]["$ref"] == "result-v1.json"
