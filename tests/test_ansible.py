@@ -7,7 +7,7 @@ runs twice; the second run must change nothing.  Then the deployed files are che
 they landed: the probe's configuration with ``probe check-config`` inside its root, the broker
 by starting mosquitto inside its root and connecting with certificates the pki role issued.
 
-Needs root (chroot, debootstrap).  Cached under .cache/ansible/ (tests/ansible_support).
+Needs root (chroot, debootstrap).  Cached per machine (tests/ansible_support).
 """
 
 from __future__ import annotations

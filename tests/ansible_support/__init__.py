@@ -1,8 +1,10 @@
 """Helpers for tests/test_ansible.py: the Ansible collections, a cached debootstrap root, a
 wheelhouse for the probe's virtual environment.
 
-Everything expensive is cached under ``.cache/ansible/`` in the repository (gitignored), keyed
-by what produced it, so a warm run only unpacks a tarball and copies files:
+Everything expensive is cached per machine under ``$HOTLINE_PROBE_CACHE`` (default
+``~/.cache/hotline-probe/ansible``), outside the clone so that every fresh CI clone on the same
+machine finds it warm, keyed by what produced it, so a warm run only unpacks a tarball and
+copies files:
 
 ``collections/``         community.general, community.crypto, ansible.posix, unzipped from the
                           PyPI ``ansible`` wheel (Galaxy is not reachable from CI)
@@ -26,7 +28,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "ansible"
-CACHE = REPO / ".cache" / "ansible"
+CACHE = Path(os.environ.get("HOTLINE_PROBE_CACHE")
+             or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+             / "hotline-probe" / "ansible")
 VENV_BIN = Path(sys.executable).parent
 
 # The Ansible community package whose wheel carries the collections we need (ansible-core 2.19).
