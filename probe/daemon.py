@@ -50,7 +50,8 @@ from probe.verdicts import VerdictBook
 
 log = logging.getLogger("probe.daemon")
 
-HEARTBEAT_STALE_S = 60.0  # a thread silent for longer than this stops the watchdog pings
+HEARTBEAT_STALE_S = 180.0  # a thread silent for longer stops the watchdog pings (a Pi 3 may
+# spend tens of seconds scoring one call's audio between two heartbeats of its worker)
 HEALTH_EVERY_S = 60.0
 DIALER_RETRY_S = 30.0  # a dialer that failed to start is retried this often
 ONCE_DRAIN_S = 30.0  # --once: how long to wait for the broker to take the results
