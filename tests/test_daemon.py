@@ -16,33 +16,15 @@ from probe.runner import next_boot_count, prune_audio
 from probe.schedule import Slot, plan, reschedule
 from probe.sim.broker import LocalBroker, Subscriber
 from probe.sim.hotline import HotlineBehaviour, SippHotline
+from tests import probe_config
 
 
 def write_config(tmp_path: Path, broker: LocalBroker, uri: str, *, hold_s: float = 1,
                  interval_s: int = 30) -> Path:
-    path = tmp_path / "probe.toml"
-    path.write_text(f"""
-[probe]
-id = "p-17"
-site = "Test branch"
-state_dir = "{tmp_path / 'state'}"
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-keepalive_s = 5
-[sip]
-local_address = "127.0.0.1"
-local_port = 0
-rtp_port = 0
-[[targets]]
-name = "support"
-sip_uri = "{uri}"
-channels = ["sip"]
-interval_s = {interval_s}
-[targets.expect]
-hold_s = {hold_s}
-""")
-    return path
+    return probe_config.write_config(
+        tmp_path, probe_id="p-17", site="Test branch",
+        mqtt=probe_config.broker_section(broker, keepalive_s=5),
+        targets=[probe_config.sip_target("support", uri, interval_s=interval_s, hold_s=hold_s)])
 
 
 def start_probe(config: Path, *extra: str) -> subprocess.Popen[str]:

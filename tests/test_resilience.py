@@ -13,44 +13,29 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from probe.sim.broker import LocalBroker, Subscriber
 from probe.sim.hotline import HotlineBehaviour, SippHotline, free_port
+from tests import probe_config
 
 PROBE = "p-res"
 
 
-def config_text(tmp_path: Path, broker: LocalBroker, uris: list[str], *, hold_s: float = 0.3,
-                max_ring_s: float = 3) -> str:
-    targets = "".join(f"""
-[[targets]]
-name = "t{i}"
-sip_uri = "{uri}"
-channels = ["sip"]
-interval_s = 30
-[targets.expect]
-hold_s = {hold_s}
-max_ring_s = {max_ring_s}
-max_post_dial_delay_ms = 1000
-""" for i, uri in enumerate(uris))
-    return f"""
-[probe]
-id = "{PROBE}"
-site = "Resilience lab"
-max_jitter_s = 0
-state_dir = "{tmp_path / 'state'}"
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-keepalive_s = 5
-drain_rate_per_s = 50
-[sip]
-local_address = "127.0.0.1"
-local_port = 0
-rtp_port = 0
-{targets}"""
+def target(i: int, uri: str, *, hold_s: float = 0.3, max_ring_s: float = 3) -> dict[str, Any]:
+    return probe_config.sip_target(f"t{i}", uri, hold_s=hold_s, max_ring_s=max_ring_s,
+                                   max_post_dial_delay_ms=1000)
+
+
+def write_config(tmp_path: Path, broker: LocalBroker, targets: list[dict[str, Any]], *,
+                 sip: dict[str, Any] | None = None, **mqtt: Any) -> Path:
+    return probe_config.write_config(
+        tmp_path, probe_id=PROBE, site="Resilience lab", probe={"max_jitter_s": 0},
+        targets=targets, sip=sip,
+        mqtt=probe_config.broker_section(broker, **{"keepalive_s": 5, "drain_rate_per_s": 50,
+                                                    **mqtt}))
 
 
 class Daemon:
@@ -87,8 +72,7 @@ def test_broker_down_for_30_s_loses_nothing(tmp_path: Path) -> None:
     broker = LocalBroker(persistent=True).start()
     hotline = SippHotline(HotlineBehaviour(pdd_ms=50, ring_ms=50), calls=1000).start()
     try:
-        config = tmp_path / "probe.toml"
-        config.write_text(config_text(tmp_path, broker, [hotline.uri] * 4))
+        config = write_config(tmp_path, broker, [target(i, hotline.uri) for i in range(4)])
         with Subscriber(broker.host, broker.port, f"hotline-probe/v1/{PROBE}/result",
                         client_id="ops-consumer", session_expiry_s=3600) as sub:
             daemon = Daemon(config)
@@ -121,11 +105,9 @@ def test_kill_9_mid_call_loses_no_committed_result(tmp_path: Path) -> None:
     quick = SippHotline(HotlineBehaviour(pdd_ms=50, ring_ms=50), calls=10).start()
     slow = SippHotline(HotlineBehaviour(pdd_ms=50, ring_ms=50), calls=10).start()
     try:
-        config = tmp_path / "probe.toml"
         # Targets run in order: three quick calls, then one that holds the line for 30 s.
-        text = config_text(tmp_path, broker, [quick.uri] * 3 + [slow.uri], hold_s=0.3)
-        config.write_text(text.replace("hold_s = 0.3\n", "hold_s = 30\n", 4)
-                          .replace("hold_s = 30\n", "hold_s = 0.3\n", 3))
+        config = write_config(tmp_path, broker, [target(i, quick.uri) for i in range(3)]
+                              + [target(3, slow.uri, hold_s=30)])
         with Subscriber(broker.host, broker.port, f"hotline-probe/v1/{PROBE}/result",
                         client_id="ops-consumer", session_expiry_s=3600) as sub:
             broker.stop()
@@ -154,9 +136,8 @@ def test_daemon_survives_a_dead_sip_server_and_an_absent_broker(tmp_path: Path) 
     keeps every result, and reports both once the broker is back."""
     broker = LocalBroker()
     broker.port = free_port(kind=1)  # TCP port nothing listens on yet
-    config = tmp_path / "probe.toml"
     dead_sip = f"sip:hotline@127.0.0.1:{free_port()}"
-    config.write_text(config_text(tmp_path, broker, [dead_sip], max_ring_s=1))
+    config = write_config(tmp_path, broker, [target(0, dead_sip, max_ring_s=1)])
     daemon = Daemon(config)
     try:
         # A dead server answers nothing: the call ends at the probe's own limits (~2 s) plus
@@ -209,9 +190,7 @@ def test_kill_9_mid_publish_then_restart_delivers_every_result(tmp_path: Path) -
     broker = LocalBroker(persistent=True).start()
     hotline = SippHotline(HotlineBehaviour(pdd_ms=50, ring_ms=50), calls=10).start()
     try:
-        config = tmp_path / "probe.toml"
-        config.write_text(config_text(tmp_path, broker, [hotline.uri])
-                          .replace("drain_rate_per_s = 50", "drain_rate_per_s = 300"))
+        config = write_config(tmp_path, broker, [target(0, hotline.uri)], drain_rate_per_s=300)
         backlog = Outbox(tmp_path / "state" / "outbox.sqlite3")
         ids = [f"backlog-{i:05d}" for i in range(1500)]
         for result_id in ids:
@@ -236,12 +215,10 @@ def test_kill_9_mid_publish_then_restart_delivers_every_result(tmp_path: Path) -
 def test_secrets_never_reach_the_logs(tmp_path: Path) -> None:
     broker = LocalBroker()
     broker.port = free_port(kind=1)  # nobody listens: the probe logs its reconnect attempts
-    config = tmp_path / "probe.toml"
-    text = config_text(tmp_path, broker, ["sip:hotline@127.0.0.1:9"], max_ring_s=0.5)
-    config.write_text(text.replace("keepalive_s = 5", 'keepalive_s = 5\nusername = "p"\n'
-                                   'password = "mqtt-S3CRET-pw"')
-                      .replace('rtp_port = 0', 'rtp_port = 0\nusername = "probe"\n'
-                               'password_env = "SIP_PW"'))
+    config = write_config(tmp_path, broker, [target(0, "sip:hotline@127.0.0.1:9",
+                                                    max_ring_s=0.5)],
+                          sip={"username": "probe", "password_env": "SIP_PW"},
+                          username="p", password="mqtt-S3CRET-pw")
     proc = subprocess.Popen([sys.executable, "-m", "probe", "-v", "run", "-c", str(config),
                              "--log-format", "json"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
@@ -256,30 +233,13 @@ def test_secrets_never_reach_the_logs(tmp_path: Path) -> None:
 
 
 def gsm_config(tmp_path: Path, broker: LocalBroker, modem_url: str, *, hold_s: float) -> Path:
-    config = tmp_path / "gsm.toml"
-    config.write_text(f"""
-[probe]
-id = "{PROBE}"
-site = "Resilience lab"
-state_dir = "{tmp_path / 'state'}"
-max_jitter_s = 0
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-keepalive_s = 5
-[modems.gsm]
-port = "{modem_url}"
-model = "sim7600"
-[[targets]]
-name = "mobile"
-number = "+33100000000"
-channels = ["gsm"]
-interval_s = 30
-[targets.expect]
-hold_s = {hold_s}
-max_ring_s = 3
-""")
-    return config
+    mobile = {"name": "mobile", "number": "+33100000000", "channels": ["gsm"],
+              "interval_s": 30, "expect": {"hold_s": hold_s, "max_ring_s": 3}}
+    return probe_config.write_config(
+        tmp_path, probe_id=PROBE, site="Resilience lab", name="gsm.toml",
+        probe={"max_jitter_s": 0}, targets=[mobile],
+        mqtt=probe_config.broker_section(broker, keepalive_s=5),
+        modems={"gsm": {"port": modem_url, "model": "sim7600"}})
 
 
 @pytest.mark.slow
