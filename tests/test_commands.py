@@ -24,34 +24,17 @@ from probe.config import parse_config
 from probe.errors import ConfigError
 from probe.sim.broker import LocalBroker, Subscriber
 from probe.sim.hotline import HotlineBehaviour, SippHotline
+from tests import probe_config
 
 PROBE = "p-cmd"
 
 
 def write_config(path: Path, broker: LocalBroker, uri: str, names: tuple[str, ...]) -> None:
-    targets = "".join(f"""
-[[targets]]
-name = "{name}"
-sip_uri = "{uri}"
-channels = ["sip"]
-interval_s = 3600
-[targets.expect]
-hold_s = 0.3
-""" for name in names)
-    path.write_text(f"""
-[probe]
-id = "{PROBE}"
-site = "Command lab"
-state_dir = "{path.parent / 'state'}"
-max_jitter_s = 0
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-[sip]
-local_address = "127.0.0.1"
-local_port = 0
-rtp_port = 0
-{targets}""")
+    probe_config.write_config(
+        path.parent, name=path.name, probe_id=PROBE, site="Command lab",
+        probe={"max_jitter_s": 0}, mqtt=probe_config.broker_section(broker),
+        targets=[probe_config.sip_target(name, uri, interval_s=3600, hold_s=0.3)
+                 for name in names])
 
 
 class Ops:

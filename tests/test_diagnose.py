@@ -33,6 +33,7 @@ from probe.i18n import LANGUAGES, catalog_paths, compile_mo, parse_po
 from probe.result import result_schema, validate_result
 from probe.sim.hotline import NEVER_ANSWER, HotlineBehaviour, SippHotline, free_port
 from probe.sim.modem import SCENARIOS, ModemEmulator
+from tests import probe_config
 
 LIMITS = {"max_post_dial_delay_ms": 3000, "max_ring_s": 2}
 
@@ -50,28 +51,21 @@ GSM_RUNS = ("answered", "busy", "no_answer", "congestion", "unassigned", "not_re
 
 
 def _config(tmp: Path, name: str, *, sip_uri: str | None = None,
-            modem_url: str | None = None, channel: str = "gsm") -> Path:
+            modem_url: str | None = None, channel: str = "gsm",
+            **expect: Any) -> Path:
     channel = "sip" if sip_uri else channel
-    text = f"""
-[probe]
-id = "p-diag"
-site = "Diagnosis lab"
-state_dir = "{tmp / name}"
-[[targets]]
-name = "hotline"
-channels = ["{channel}"]
-"""
-    text += f'sip_uri = "{sip_uri}"\n' if sip_uri else 'number = "+33100000000"\n'
-    text += "[targets.expect]\nhold_s = 0.5\nmax_ring_s = 2\nmax_post_dial_delay_ms = 3000\n"
+    target = {"name": "hotline", "channels": [channel],
+              **({"sip_uri": sip_uri} if sip_uri else {"number": "+33100000000"}),
+              "expect": {"hold_s": 0.5, "max_ring_s": 2, "max_post_dial_delay_ms": 3000,
+                         **expect}}
+    directory = tmp / name
+    directory.mkdir()
     if sip_uri:
-        text += ('[sip]\nlocal_address = "127.0.0.1"\nlocal_port = 0\nrtp_port = 0\n'
-                 'username = "probe"\npassword = "secret"\n')
-    else:
-        model = "sim7600" if channel == "gsm" else "v253"
-        text += f'[modems.{channel}]\nport = "{modem_url}"\nmodel = "{model}"\n'
-    path = tmp / f"{name}.toml"
-    path.write_text(text)
-    return path
+        return probe_config.write_config(directory, probe_id="p-diag", targets=[target],
+                                         sip={"username": "probe", "password": "secret"})
+    model = "sim7600" if channel == "gsm" else "v253"
+    return probe_config.write_config(directory, probe_id="p-diag", targets=[target],
+                                     modems={channel: {"port": modem_url, "model": model}})
 
 
 def _call(config: Path, channel: str) -> dict[str, Any]:
@@ -105,10 +99,8 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
 
     def sip_dead() -> tuple[str, dict[str, Any]]:
         uri = f"sip:hotline@127.0.0.1:{free_port()}"  # nothing listens there
-        config = _config(tmp, "sip-unreachable", sip_uri=uri)
-        config.write_text(config.read_text().replace("max_ring_s = 2", "max_ring_s = 0.5")
-                          .replace("max_post_dial_delay_ms = 3000",
-                                   "max_post_dial_delay_ms = 500"))
+        config = _config(tmp, "sip-unreachable", sip_uri=uri, max_ring_s=0.5,
+                         max_post_dial_delay_ms=500)
         return "sip:unreachable", _call(config, "sip")
 
     with ThreadPoolExecutor(max_workers=4) as pool:

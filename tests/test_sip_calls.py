@@ -29,6 +29,7 @@ import pytest
 
 from probe.result import validate_result
 from probe.sim.hotline import NEVER_ANSWER, HotlineBehaviour, SippHotline
+from tests import probe_config
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE_MS = 20  # probe's measured delay vs the same delay on the wire (SIPp's trace)
@@ -47,29 +48,9 @@ class CallRun(NamedTuple):
 def write_config(tmp_path: Path, uri: str, *, expect: dict[str, Any] | None = None,
                  target: dict[str, Any] | None = None, sip: dict[str, Any] | None = None) -> Path:
     """A probe configuration with one SIP target ``hot`` calling ``uri`` from 127.0.0.1."""
-    sip_keys = {"local_address": "127.0.0.1", "local_port": 0, "rtp_port": 0, **(sip or {})}
-    target_keys = {"name": "hot", "sip_uri": uri, "channels": ["sip"], **(target or {})}
-    expect_keys = {"hold_s": 1, "max_ring_s": 3, **(expect or {})}
-    state_dir = _toml(str(tmp_path / "state"))
-    lines = ["[probe]", 'id = "p1"', 'site = "lab"', f"state_dir = {state_dir}",
-             "[sip]", *_assignments(sip_keys),
-             "[[targets]]", *_assignments(target_keys),
-             "[targets.expect]", *_assignments(expect_keys)]
-    path = tmp_path / "probe.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _assignments(keys: dict[str, Any]) -> list[str]:
-    return [f"{key} = {_toml(value)}" for key, value in keys.items()]
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str | list):
-        return json.dumps(value)  # JSON strings and string arrays are valid TOML
-    return repr(value)
+    hot = {"name": "hot", "sip_uri": uri, "channels": ["sip"], **(target or {}),
+           "expect": {"hold_s": 1, "max_ring_s": 3, **(expect or {})}}
+    return probe_config.write_config(tmp_path, sip=sip, targets=[hot])
 
 
 def probe_call(config: Path, target: str = "hot") -> subprocess.CompletedProcess[str]:

@@ -11,32 +11,17 @@ import pytest
 
 from probe.result import validate_result
 from probe.sim.hotline import HotlineBehaviour, SippHotline, SippRegistrar
+from tests import probe_config
 
 
 def call_with_registrar(tmp_path: Path, password: str) -> tuple[dict, int, int]:
     with SippRegistrar("probe", "right-secret") as registrar, \
             SippHotline(HotlineBehaviour(pdd_ms=100, ring_ms=100)) as hotline:
-        config = tmp_path / "probe.toml"
-        config.write_text(f"""
-[probe]
-id = "p-reg"
-site = "lab"
-state_dir = "{tmp_path / 'state'}"
-[sip]
-local_address = "127.0.0.1"
-local_port = 0
-rtp_port = 0
-registrar = "{registrar.registrar_uri}"
-username = "probe"
-password = "{password}"
-register_timeout_s = 5
-[[targets]]
-name = "support"
-sip_uri = "{hotline.uri}"
-channels = ["sip"]
-[targets.expect]
-hold_s = 0.5
-""")
+        config = probe_config.write_config(
+            tmp_path, probe_id="p-reg",
+            sip={"registrar": registrar.registrar_uri, "username": "probe",
+                 "password": password, "register_timeout_s": 5},
+            targets=[probe_config.sip_target("support", hotline.uri, hold_s=0.5)])
         proc = subprocess.run([sys.executable, "-m", "probe", "call", "support", "-c",
                                str(config), "--json"], capture_output=True, text=True,
                               timeout=60)

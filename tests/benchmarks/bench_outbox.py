@@ -28,6 +28,7 @@ from probe.mqtt import Publisher
 from probe.outbox import Outbox
 from probe.sim.broker import LocalBroker
 from probe.sim.hotline import HotlineBehaviour, SippHotline
+from tests.probe_config import broker_section, sip_target, write_config
 
 RESULT = json.dumps({"id": "x" * 36, "padding": "r" * 1850}).encode()  # ~1.9 kB
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -65,28 +66,10 @@ def drain(directory: Path, broker: LocalBroker, n: int, name: str) -> tuple[floa
 
 def idle_daemon(directory: Path, broker: LocalBroker, seconds: float) -> dict[str, float]:
     with SippHotline(HotlineBehaviour(pdd_ms=50, ring_ms=50)) as hotline:
-        config = directory / "idle.toml"
-        config.write_text(f"""
-[probe]
-id = "bench-idle"
-site = "bench"
-state_dir = "{directory / 'idle-state'}"
-max_jitter_s = 0
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-[sip]
-local_address = "127.0.0.1"
-local_port = 0
-rtp_port = 0
-[[targets]]
-name = "support"
-sip_uri = "{hotline.uri}"
-channels = ["sip"]
-interval_s = 86400
-[targets.expect]
-hold_s = 0.5
-""")
+        config = write_config(
+            directory, name="idle.toml", probe_id="bench-idle", site="bench",
+            probe={"max_jitter_s": 0}, mqtt=broker_section(broker),
+            targets=[sip_target("support", hotline.uri, interval_s=86400, hold_s=0.5)])
         proc = subprocess.Popen([sys.executable, "-m", "probe", "run", "-c", str(config)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
