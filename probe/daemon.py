@@ -372,29 +372,18 @@ class Daemon:
             worker.stop()
         for worker in self.workers.values():
             worker.join(30)
-        self.forwarder.stop()
         if self.publisher is not None:
             self.publish_health()
             # Results of the last calls are in the outbox already; give them a moment to go.
-            deadline = time.monotonic() + 5
-            self.forwarder_flush(deadline)
+            self.forwarder.drain(timeout=5.0)
+        self.forwarder.stop()
+        if self.publisher is not None:
             self.publisher.close(timeout=5.0, reason=self.stop_reason)
         self.outbox.close()
         if self.line is not None:
             self.line.close()
         self.indicator.close()
         log.info("probe stopped (%s)", self.stop_reason)
-
-    def forwarder_flush(self, deadline: float) -> None:
-        """Hand the remaining outbox rows to the publisher until ``deadline`` (best effort)."""
-        assert self.publisher is not None
-        while time.monotonic() < deadline and self.publisher.connected:
-            rows = self.outbox.take(self.forwarder.window)
-            if not rows and self.outbox.in_flight == 0:
-                return
-            for row in rows:
-                self.publisher.publish(row.leaf, row.payload, ref=row.id)
-            time.sleep(0.05)
 
     def _reexec(self) -> None:
         log.info("restarting to apply the new configuration")

@@ -67,6 +67,18 @@ class Forwarder:
                       delivery.reason, self.refused_backoff_s)
         self._wake.set()
 
+    def drain(self, timeout: float) -> bool:
+        """Keep forwarding until every row is acknowledged, the broker is gone, or ``timeout``;
+        True when the outbox is empty (the rest waits on disk for the next start)."""
+        deadline = time.monotonic() + timeout
+        while self.outbox.depth().count and time.monotonic() < deadline:
+            if self.publisher is None or not self.publisher.connected:
+                break
+            self._paused_until = 0.0  # at shutdown, no back-off: one last try for everything
+            self._wake.set()
+            time.sleep(0.05)
+        return self.outbox.depth().count == 0
+
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
