@@ -130,7 +130,9 @@ def cmd_call(args: argparse.Namespace) -> int:
         dialer: Any = (start_sip_dialer(config) if channel == "sip"
                        else start_modem_dialer(config, channel))
         try:
-            facts = ProbeFacts(sip_registration=_registration(dialer))
+            registration = getattr(dialer, "registration_facts", None)
+            facts = ProbeFacts(sip_registration=registration() if callable(registration)
+                               else None)
             doc = run_call(config, target, channel, dialer, audio_dir, facts=facts,
                            verdicts=VerdictBook(config.probe.state_dir / "verdicts.json",
                                                 config.probe.language))
@@ -142,14 +144,6 @@ def cmd_call(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     print(json.dumps(doc, indent=2) if args.json else summarize(doc))
     return EXIT_OK if hotline_ok(doc) else EXIT_HOTLINE_FAILED
-
-
-def _registration(dialer: Any) -> dict[str, Any] | None:
-    account = getattr(dialer, "account_config", None)
-    registration = getattr(dialer, "registration", None)
-    if account is None or registration is None or not account.registrar:
-        return None
-    return {"code": registration.code, "reason": registration.reason}
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -118,6 +118,19 @@ class ChannelWorker:
     def idle(self) -> bool:
         return not self.busy.is_set() and self.jobs.empty()
 
+    def facts(self) -> dict[str, Any]:
+        """The line's counters, and what its dialer knows now: the SIP registration, the
+        modem's radio state (both plain data, cheap, readable from any thread)."""
+        facts = dict(self.state.facts)
+        dialer = self.dialer
+        registration = getattr(dialer, "registration_facts", None)
+        if callable(registration) and (found := registration()) is not None:
+            facts["registration"] = found
+        modem_health = getattr(dialer, "health", None)
+        if callable(modem_health):
+            facts["modem"] = modem_health()
+        return facts
+
     def start(self) -> ChannelWorker:
         self.thread.start()
         return self
@@ -160,10 +173,6 @@ class ChannelWorker:
                       DIALER_RETRY_S)
             return
         self.state.state, self.state.error = "idle", None
-        facts = getattr(self.dialer, "registration", None)
-        account = getattr(self.dialer, "account_config", None)
-        if facts is not None and account is not None and account.registrar:
-            self.state.facts["registration"] = {"code": facts.code, "reason": facts.reason}
 
     def _call(self, job: Job) -> None:
         if self.dialer is None:
@@ -196,9 +205,6 @@ class ChannelWorker:
         finally:
             self.busy.clear()
         self.state.state, self.state.error = "idle", None
-        modem_health = getattr(self.dialer, "health", None)
-        if callable(modem_health):  # the modem's radio facts, last known (no AT traffic)
-            self.state.facts["modem"] = modem_health()
         summary = {"at": doc["started_at"], "target": doc["target"], "outcome": doc["outcome"],
                    "met": doc["expectations"]["met"], "id": doc["id"]}
         self.state.last_call = summary
@@ -479,7 +485,7 @@ class Daemon:
                        "in_flight": self.outbox.in_flight, "refused": self.forwarder.refused},
             "channels": {c: {"state": w.state.state, "error": w.state.error,
                              "last_call": w.state.last_call,
-                             "last_success": w.state.last_success, **w.state.facts}
+                             "last_success": w.state.last_success, **w.facts()}
                          for c, w in self.workers.items()},
             "threads_alive": self.all_alive(time.monotonic()),
             "line": self.line.snapshot() if self.line is not None else None,
@@ -492,8 +498,8 @@ class Daemon:
     def facts(self) -> ProbeFacts:
         """The probe's own state, as the diagnosis needs it."""
         sip = self.workers.get("sip")
-        registration = sip.state.facts.get("registration") if sip is not None else None
-        modems = {c: w.state.facts.get("modem") or {} for c, w in self.workers.items()
+        registration = sip.facts().get("registration") if sip is not None else None
+        modems = {c: w.facts().get("modem") or {} for c, w in self.workers.items()
                   if c != "sip"}
         line = self.line.snapshot() if self.line is not None else None
         return ProbeFacts(line=line, sip_registration=registration, modems=modems,

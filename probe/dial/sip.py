@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pjsua2 as pj
 
@@ -322,6 +323,13 @@ class SipDialer:
         global _live_endpoint
         _live_endpoint = None
 
+    def registration_facts(self) -> dict[str, Any] | None:
+        """{"code", "reason"} of the latest REGISTER; None without a registrar.  Plain data:
+        any thread may read it."""
+        if not self.account_config.registrar:
+            return None
+        return {"code": self.registration.code, "reason": self.registration.reason}
+
     def _unregister(self, timeout_s: float) -> None:
         assert self._account is not None
         self.registration.code = None
@@ -359,9 +367,8 @@ class SipDialer:
         record = CallRecord(channel="sip", target=target, destination=uri,
                             wall_ns=time.time_ns(), mono_ns=mono)
         record.facts["pjproject"] = self.version
-        if self.account_config.registrar:
-            record.facts["registration"] = {"code": self.registration.code,
-                                            "reason": self.registration.reason}
+        if (registration := self.registration_facts()) is not None:
+            record.facts["registration"] = registration
         call = _Call(self._account, record, audio_path)
         try:
             self._live(call, uri, expect, dtmf, dtmf_after_s)
