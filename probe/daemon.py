@@ -16,6 +16,7 @@ the daemon restarted instead of silently testing nothing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -412,20 +413,17 @@ class Daemon:
         from probe.runner import start_modem_dialer, start_sip_dialer
 
         def place(job: Job, dialer: Any) -> dict[str, Any]:
+            monitor = self.line
+            # An analog call claims the line: LineInUseError (the call is deferred) while a
+            # person is on it or it rings.
+            analog = job.channel == "analog" and monitor is not None
             self.indicator.show(Status.TESTING)
             try:
-                if job.channel == "analog" and self.line is not None:
-                    # Claims the line: LineInUseError (the call is deferred) while a person
-                    # is on it or it rings.
-                    with self.line.seize() as seizure:
-                        doc = run_call(config, job.target, job.channel, dialer, audio_dir,
-                                       verdicts=self.verdicts, facts=self.facts(),
-                                       line=lambda: {**self.line.snapshot(),
-                                                     "seizure": seizure.facts()})
-                else:
+                with monitor.seize() if analog else contextlib.nullcontext() as seizure:
+                    line = None if monitor is None else lambda: {
+                        **monitor.snapshot(), **({"seizure": seizure.facts()} if seizure else {})}
                     doc = run_call(config, job.target, job.channel, dialer, audio_dir,
-                                   verdicts=self.verdicts, facts=self.facts(),
-                                   line=self.line.snapshot if self.line else None)
+                                   verdicts=self.verdicts, facts=self.facts(), line=line)
             finally:
                 self.refresh_indicator()
             prune_audio(audio_dir)

@@ -69,16 +69,14 @@ def start_modem_dialer(config: Config, channel: str) -> ModemDialer | None:
 
 def run_call(config: Config, target: Target, channel: str,
              dialer: SipDialer | ModemDialer | None, audio_dir: Path, *,
-             line_busy: Callable[[], bool] | None = None, verdicts: VerdictBook | None = None,
-             facts: ProbeFacts | None = None,
+             verdicts: VerdictBook | None = None, facts: ProbeFacts | None = None,
              line: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Place one test call and return its validated result document.
 
     With ``verdicts``, the result carries the target's diagnosis across its channels
-    (probe/diagnose.py), given the probe's own ``facts`` at the time.
-
-    ``line_busy`` (analog only): when it says the line is in use the call is not placed and
-    :class:`probe.dial.modem.LineInUse` (a DialerError) is raised, so the caller defers it.
+    (probe/diagnose.py), given the probe's own ``facts`` at the time; ``line`` gives the
+    line facts (probe/line.py snapshot) that go into the result.  (The daemon defers analog
+    calls while the line is in use with ``LineMonitor.seize()``.)
     """
     result_id = str(uuid.uuid4())
     audio_path = audio_dir / f"{result_id}.wav"
@@ -89,8 +87,7 @@ def run_call(config: Config, target: Target, channel: str,
             raise DialerError(f"target {target.name!r} has no {channel} modem or number")
         record = dialer.call(target.number, target.expect, target=target.name,
                              audio_path=audio_path, dtmf=target.dtmf,
-                             dtmf_after_s=target.dtmf_after_s,
-                             line_busy=line_busy if channel == "analog" else None)
+                             dtmf_after_s=target.dtmf_after_s)
     else:
         if not isinstance(dialer, SipDialer) or target.sip_uri is None:
             raise DialerError(f"target {target.name!r} has no SIP path configured")
