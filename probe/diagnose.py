@@ -322,6 +322,17 @@ class Diagnosis:
 
 # ---------------------------------------------------------------- step 1: each path on its own
 
+class _Findings(list[Finding]):
+    """The findings of one path; ``add(code, **evidence)`` stamps them with the channel."""
+
+    def __init__(self, channel: str) -> None:
+        super().__init__()
+        self.channel = channel
+
+    def add(self, cause: str, /, **evidence: Any) -> None:
+        self.append(Finding(cause, self.channel, {"channel": self.channel, **evidence}))
+
+
 def path_findings(doc: dict[str, Any], limits: dict[str, Any], th: Thresholds) -> list[Finding]:
     """What one result says, before any cross-path reasoning.  ``limits``: the target's
     expectations (max_post_dial_delay_ms, max_ring_s)."""
@@ -330,10 +341,8 @@ def path_findings(doc: dict[str, Any], limits: dict[str, Any], th: Thresholds) -
     sip = doc.get("sip") or {}
     modem = doc.get("modem") or {}
     analysis = doc.get("analysis") or {}
-    found: list[Finding] = []
-
-    def add(cause: str, /, **evidence: Any) -> None:
-        found.append(Finding(cause, channel, {"channel": channel, **evidence}))
+    found = _Findings(channel)
+    add = found.add
 
     code, reason = sip.get("final_code"), sip.get("final_reason")
     cause = modem.get("cause")
@@ -396,10 +405,8 @@ def path_findings(doc: dict[str, Any], limits: dict[str, Any], th: Thresholds) -
 def _answered_findings(doc: dict[str, Any], analysis: dict[str, Any], limits: dict[str, Any],
                        th: Thresholds) -> list[Finding]:
     channel = doc["channel"]
-    found: list[Finding] = []
-
-    def add(cause: str, /, **evidence: Any) -> None:
-        found.append(Finding(cause, channel, {"channel": channel, **evidence}))
+    found = _Findings(channel)
+    add = found.add
 
     rtp = doc.get("rtp")
     timings = doc.get("timings_ms") or {}
@@ -537,7 +544,7 @@ def diagnose(results: Sequence[dict[str, Any]], facts: ProbeFacts, limits: dict[
                            for f in per_path["sip"]]
 
     testing = [c for c in per_path if c not in blocked]
-    answered = [c for c in testing if _outcome(results, c) == "answered"]
+    answered = [c for c in testing if _outcome_of(results, c) == "answered"]
     failing = [c for c in testing if _all_failed(per_path[c])]
 
     for channel, items in per_path.items():
@@ -553,9 +560,9 @@ def diagnose(results: Sequence[dict[str, Any]], facts: ProbeFacts, limits: dict[
                         "path": f.code}))
                     findings.append(f)
                 elif f.code in ("hotline.server_error", "hotline.unavailable"):
-                    findings.append(Finding("carrier.sip_trunk" if channel == "sip"
-                                            else "carrier.path_failure", channel,
-                                            {**f.evidence, "outcome": _outcome(results, channel)}))
+                    code = "carrier.sip_trunk" if channel == "sip" else "carrier.path_failure"
+                    outcome = _outcome_of(results, channel)
+                    findings.append(Finding(code, channel, {**f.evidence, "outcome": outcome}))
                 else:
                     findings.append(f)
             elif f.code == "carrier.congestion" and channel == "sip" and answered:
@@ -598,10 +605,6 @@ def diagnose(results: Sequence[dict[str, Any]], facts: ProbeFacts, limits: dict[
 
 def _outcome_of(results: Sequence[dict[str, Any]], channel: str) -> str | None:
     return next((r["outcome"] for r in results if r["channel"] == channel), None)
-
-
-def _outcome(results: Sequence[dict[str, Any]], channel: str) -> str:
-    return next(r["outcome"] for r in results if r["channel"] == channel)
 
 
 def _all_failed(items: list[Finding]) -> bool:

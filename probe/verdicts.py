@@ -59,9 +59,7 @@ class VerdictBook:
             cycle = [state.pending.get(c) or _recent(state.last.get(c), recent)
                      for c in target.channels]
             results = [d for d in cycle if d is not None]
-            limits = {"max_post_dial_delay_ms": target.expect.max_post_dial_delay_ms,
-                      "max_ring_s": target.expect.max_ring_s}
-            result = diagnose(results, facts, limits, target.diagnose, state.history,
+            result = diagnose(results, facts, _limits(target), target.diagnose, state.history,
                               self.language)
             state.verdict = {"verdict": str(result.verdict), "summary": result.summary,
                              "causes": [c["code"] for c in result.causes],
@@ -76,9 +74,7 @@ class VerdictBook:
             return {name: s.verdict for name, s in self.targets.items() if s.verdict}
 
     def _close(self, state: _TargetState, target: Target, facts: ProbeFacts) -> None:
-        limits = {"max_post_dial_delay_ms": target.expect.max_post_dial_delay_ms,
-                  "max_ring_s": target.expect.max_ring_s}
-        result = diagnose(list(state.pending.values()), facts, limits, target.diagnose,
+        result = diagnose(list(state.pending.values()), facts, _limits(target), target.diagnose,
                           state.history, self.language)
         if result.verdict != Verdict.UNKNOWN:  # a cycle the probe could not test says nothing
             failed = result.verdict == Verdict.DOWN or any(
@@ -104,6 +100,11 @@ class VerdictBook:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, self.path)
+
+
+def _limits(target: Target) -> dict[str, Any]:
+    return {"max_post_dial_delay_ms": target.expect.max_post_dial_delay_ms,
+            "max_ring_s": target.expect.max_ring_s}
 
 
 def _recent(entry: tuple[float, dict[str, Any]] | None, since: float) -> dict[str, Any] | None:
