@@ -566,9 +566,7 @@ def diagnose(results: Sequence[dict[str, Any]], facts: ProbeFacts, limits: dict[
                 else:
                     findings.append(f)
             elif f.code == "carrier.congestion" and channel == "sip" and answered:
-                findings.append(Finding("carrier.sip_trunk", channel, {
-                    **f.evidence, "code": f.evidence.get("code"),
-                    "reason": f.evidence.get("reason")}))
+                findings.append(Finding("carrier.sip_trunk", channel, f.evidence))
             else:
                 findings.append(f)
 
