@@ -142,7 +142,7 @@ class CommandHandler:
             self.reply("run", correlation, {"ok": False, "reason":
                                             f"target {target.name!r} has no {channel} channel"})
             return
-        job = Job(target, channel, reason="command",
+        job = Job(target, channel,
                   reply=lambda body: self.reply("run", correlation, body))
         if not self.daemon.scheduler.run_now(job):
             self.reply("run", correlation, {"ok": False, "reason": f"no {channel} line"})

@@ -74,7 +74,6 @@ class Dialer(Protocol):
 class Job:
     target: Target
     channel: str
-    reason: str = "schedule"  # or "command"
     reply: Callable[[dict[str, Any]], None] | None = None  # for "run now" commands
 
 

@@ -23,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -318,8 +319,6 @@ def _wait_udp_bound(port: int, process: subprocess.Popen[bytes], timeout: float 
 
     Reads /proc/net/udp rather than probing with a bind of our own, which could steal the port.
     """
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
