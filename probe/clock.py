@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import time
+from datetime import UTC, datetime
 
 TIME_ERROR = 5  # adjtimex(2) return value: clock not synchronised
 #: 2026-01-01T00:00:00Z: no correct clock running this release can be earlier.
@@ -35,3 +36,12 @@ def clock_synced(now: float | None = None) -> bool:
     if now < EARLIEST_SANE_EPOCH:
         return False
     return kernel_says_synced() is not False
+
+
+def rfc3339(wall_ns: int | None = None, *, seconds: float | None = None) -> str:
+    """UTC, RFC 3339 with milliseconds (``2026-11-26T10:57:44.123Z``): of ``wall_ns``
+    (``time.time_ns()``), of ``seconds`` since the epoch, or of now."""
+    if seconds is None:
+        seconds = (time.time_ns() if wall_ns is None else wall_ns) / 1e9
+    moment = datetime.fromtimestamp(seconds, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

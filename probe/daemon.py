@@ -28,12 +28,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from probe import __version__
-from probe.clock import clock_synced
+from probe.clock import clock_synced, rfc3339
 from probe.commands import CommandHandler
 from probe.config import Config, Target, load_config
 from probe.diagnose import ProbeFacts, Thresholds
@@ -57,10 +56,6 @@ HEALTH_EVERY_S = 60.0
 DIALER_RETRY_S = 30.0  # a dialer that failed to start is retried this often
 ONCE_DRAIN_S = 30.0  # --once: how long to wait for the broker to take the results
 DEFER_S = 60.0  # an analog call deferred because the line is in use is tried again after this
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Dialer(Protocol):
@@ -293,7 +288,7 @@ class Daemon:
         self.stop_reason = "stopped"
         self.restart = False
         self.started_mono = time.monotonic()
-        self.started_at = utc_now()
+        self.started_at = rfc3339()
         self.config: Config | None = None
 
     # -- signals (main thread) ----------------------------------------------------------------
@@ -473,7 +468,7 @@ class Daemon:
         return {
             "probe_id": self.config.probe.id,
             "site": self.config.probe.site,
-            "at": utc_now(),
+            "at": rfc3339(),
             "boot": self.boot,
             "started_at": self.started_at,
             "uptime_s": round(time.monotonic() - self.started_mono),

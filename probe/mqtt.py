@@ -35,7 +35,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -44,7 +43,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from probe.clock import clock_synced
+from probe.clock import clock_synced, rfc3339
 from probe.errors import ProbeError
 
 log = logging.getLogger("probe.mqtt")
@@ -94,11 +93,6 @@ def encode_payload(payload: bytes | str | dict) -> bytes:
     if isinstance(payload, dict):
         return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     raise TypeError(f"payload must be bytes, str or dict, not {type(payload).__name__}")
-
-
-def _rfc3339_utc_ms(moment: datetime | None = None) -> str:
-    moment = moment or datetime.now(UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Delivery:
@@ -416,8 +410,7 @@ class Publisher:
             elif kind == "status":
                 self._status_extra = arg
                 if self._connected.is_set() and self._close_deadline is None:
-                    self._send_internal(self._status_payload("online", since=self._since,
-                                                             **arg))
+                    self._send_online()
             elif kind == "close":
                 self._close_deadline, self._close_reason = arg
                 log.info("stopping (%s)", self._close_reason)
@@ -459,9 +452,8 @@ class Publisher:
         self._connected.set()
         log.info("connected to %s:%s (session present: %s)", self.host, self.port, session_present)
         if self._close_deadline is None:
-            self._since = _rfc3339_utc_ms()
-            self._send_internal(self._status_payload("online", since=self._since,
-                                                     **self._status_extra))
+            self._since = rfc3339()
+            self._send_online()
             for subscription in self._subscriptions:
                 self._client.subscribe(subscription, options=SubscribeOptions(qos=1))
             self._flush_backlog()
@@ -486,6 +478,10 @@ class Publisher:
     def _flush_backlog(self) -> None:
         while self._backlog and self._connected.is_set():
             self._send(self._backlog.popleft())
+
+    def _send_online(self) -> None:
+        self._send_internal(self._status_payload("online", since=self._since,
+                                                 **self._status_extra))
 
     def _send_offline(self) -> None:
         if not self._offline_sent:

@@ -10,7 +10,6 @@ import json
 import platform
 import uuid
 import wave
-from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import jsonschema
 
 from probe import __version__
+from probe.clock import rfc3339
 from probe.config import Expectations, ProbeIdentity
 from probe.measure import Outcome, Timings, Verdict, classify, judge, timings
 from probe.timeline import CallRecord, Ev
@@ -47,12 +47,6 @@ def validate_result(doc: dict[str, Any]) -> None:
     error = jsonschema.exceptions.best_match(_validator().iter_errors(doc))
     if error is not None:
         raise error
-
-
-def rfc3339(wall_ns: int) -> str:
-    """UTC, RFC 3339 with milliseconds: ``2026-11-26T10:57:44.123Z``."""
-    moment = datetime.fromtimestamp(wall_ns / 1e9, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def build_result(record: CallRecord, expect: Expectations, probe: ProbeIdentity,
