@@ -39,6 +39,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from probe.errors import ProbeError
+from probe.sim.ports import free_port
 
 log = logging.getLogger("probe.sim.broker")
 
@@ -61,13 +62,6 @@ def find_mosquitto() -> str:
     raise BrokerError(
         "mosquitto not found on PATH nor at /usr/sbin/mosquitto (apt-get install mosquitto)"
     )
-
-
-def _free_port(host: str) -> int:
-    # Racy by nature (the port is free now, mosquitto binds it a moment later): start() retries.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def _terminate(process: subprocess.Popen, timeout: float = 5.0) -> None:
@@ -129,7 +123,7 @@ class LocalBroker:
         last_error: BrokerError | None = None
         for _attempt in range(_BIND_ATTEMPTS):
             if self.port is None:
-                self.port = _free_port(self.host)
+                self.port = free_port(socket.SOCK_STREAM, self.host)
             try:
                 self._spawn_and_wait()
                 return self

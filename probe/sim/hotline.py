@@ -20,13 +20,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+from probe.sim.ports import free_port
 
 AUDIO_DIR = Path(str(resources.files("probe.sim") / "audio"))
 GREETING_WAV = AUDIO_DIR / "greeting-ulaw.wav"  # espeak-ng, 8 kHz µ-law, 8.0 s
@@ -215,13 +216,6 @@ def _rtp_stream(wav: Path) -> str:
 
 def _attr(text: str) -> str:
     return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
-
-
-def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
-    """A port the kernel just told us is free (racy by nature; good enough on loopback)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class SippHotline:
