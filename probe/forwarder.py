@@ -10,13 +10,12 @@ success PUBACK; a refused one (e.g. 0x87 Not authorized) is kept, counted, and r
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from typing import Any
 
-from probe.mqtt import Delivery, Publisher
+from probe.mqtt import Delivery, Publisher, encode_payload
 from probe.outbox import Outbox
 
 log = logging.getLogger("probe.forwarder")
@@ -47,7 +46,7 @@ class Forwarder:
 
     def submit(self, leaf: str, doc: dict[str, Any]) -> int:
         """Commit a message durably, then wake the forwarding thread; returns the row id."""
-        row_id = self.outbox.put(leaf, json.dumps(doc, separators=(",", ":")).encode())
+        row_id = self.outbox.put(leaf, encode_payload(doc))
         self._wake.set()
         return row_id
 
