@@ -51,7 +51,8 @@ class VerdictBook:
             state = self.targets.setdefault(target.name, _TargetState())
             channel = doc["channel"]
             if channel in state.pending:  # the previous cycle never completed: close it
-                self._close(state, target, facts)
+                self._close(state, self._diagnose(list(state.pending.values()), target,
+                                                  facts, state))
             state.pending[channel] = doc
             now = self.clock()
             state.last[channel] = (now, doc)
@@ -59,13 +60,12 @@ class VerdictBook:
             cycle = [state.pending.get(c) or _recent(state.last.get(c), recent)
                      for c in target.channels]
             results = [d for d in cycle if d is not None]
-            result = diagnose(results, facts, _limits(target), target.diagnose, state.history,
-                              self.language)
+            result = self._diagnose(results, target, facts, state)
             state.verdict = {"verdict": str(result.verdict), "summary": result.summary,
                              "causes": [c["code"] for c in result.causes],
                              "at": doc.get("ended_at"), "channels": result.channels}
             if set(state.pending) >= set(target.channels):
-                self._close(state, target, facts)
+                self._close(state, result)  # complete: this diagnosis is the cycle's own
             return result
 
     def status(self) -> dict[str, dict[str, Any]]:
@@ -73,9 +73,14 @@ class VerdictBook:
         with self.lock:
             return {name: s.verdict for name, s in self.targets.items() if s.verdict}
 
-    def _close(self, state: _TargetState, target: Target, facts: ProbeFacts) -> None:
-        result = diagnose(list(state.pending.values()), facts, _limits(target), target.diagnose,
-                          state.history, self.language)
+    def _diagnose(self, results: list[dict[str, Any]], target: Target, facts: ProbeFacts,
+                  state: _TargetState) -> Diagnosis:
+        limits = {"max_post_dial_delay_ms": target.expect.max_post_dial_delay_ms,
+                  "max_ring_s": target.expect.max_ring_s}
+        return diagnose(results, facts, limits, target.diagnose, state.history, self.language)
+
+    def _close(self, state: _TargetState, result: Diagnosis) -> None:
+        """End the cycle: whether the hotline failed in it joins the history."""
         if result.verdict != Verdict.UNKNOWN:  # a cycle the probe could not test says nothing
             failed = result.verdict == Verdict.DOWN or any(
                 c["code"] == "diagnosis.transient" for c in result.causes)
@@ -100,11 +105,6 @@ class VerdictBook:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, self.path)
-
-
-def _limits(target: Target) -> dict[str, Any]:
-    return {"max_post_dial_delay_ms": target.expect.max_post_dial_delay_ms,
-            "max_ring_s": target.expect.max_ring_s}
 
 
 def _recent(entry: tuple[float, dict[str, Any]] | None, since: float) -> dict[str, Any] | None:
