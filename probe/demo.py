@@ -23,6 +23,7 @@ from probe.sim.board_demo import run_board_demo
 from probe.sim.broker import LocalBroker, Message, Subscriber
 from probe.sim.hotline import NEVER_ANSWER, HotlineBehaviour, SippHotline
 from probe.sim.modem import ModemEmulator, scenario
+from probe.sim.probe_config import broker_section, sip_target, write_config
 
 HOTLINES: dict[str, tuple[str, HotlineBehaviour]] = {
     "support": ("rings 2 s, answers with a greeting",
@@ -31,52 +32,11 @@ HOTLINES: dict[str, tuple[str, HotlineBehaviour]] = {
     "after-hours": ("rings and nobody answers", HotlineBehaviour(pdd_ms=300, final=NEVER_ANSWER)),
 }
 
-CONFIG = """\
-# Written by `probe demo`: the probe's configuration for the local stand-ins.
-[probe]
-id = "demo-probe"
-site = "Demo branch office"
-state_dir = "{state_dir}"
-
-[mqtt]
-host = "{mqtt_host}"
-port = {mqtt_port}
-
-[sip]
-local_address = "127.0.0.1"
-local_port = 0
-rtp_port = 0
-{targets}"""
-
 # The GSM call: a SIM7600 emulator behind a real pseudo-terminal (probe/sim/modem.py).
 MOBILE = ("mobile", "+33472000390", "rings 1.5 s over GSM (emulated SIM7600), answers",
           scenario("answered", pdd_ms=800, ring_ms=1500))
 
-MODEM = """
-[modems.gsm]
-port = "{port}"
-audio_port = "{audio_port}"
-
-[[targets]]
-name = "{name}"
-number = "{number}"
-channels = ["gsm"]
-[targets.expect]
-max_post_dial_delay_ms = 3000
-max_ring_s = 5
-hold_s = 3
-"""
-
-TARGET = """
-[[targets]]
-name = "{name}"
-sip_uri = "{uri}"
-channels = ["sip"]
-[targets.expect]
-max_post_dial_delay_ms = 3000
-max_ring_s = 5
-hold_s = 4
-"""
+EXPECT = {"max_post_dial_delay_ms": 3000, "max_ring_s": 5, "hold_s": 4}
 
 
 def run_demo(out: Any = None) -> int:
@@ -92,16 +52,19 @@ def run_demo(out: Any = None) -> int:
         for name, (what, behaviour) in HOTLINES.items():
             hotline = stack.enter_context(SippHotline(behaviour))
             say(f"hotline {name!r}: SIPp at {hotline.uri} — {what}")
-            targets.append(TARGET.format(name=name, uri=hotline.uri))
+            targets.append(sip_target(name, hotline.uri, interval_s=900, **EXPECT))
         name, number, what, script = MOBILE
         modem = stack.enter_context(ModemEmulator("sim7600", script, audio_port=True,
                                                   directory=work))
         say(f"hotline {name!r}: {number} through a modem at {modem.url} — {what}")
-        targets.append(MODEM.format(port=modem.url, audio_port=modem.audio_url, name=name,
-                                    number=number))
-        config_path = work / "probe.toml"
-        config_path.write_text(CONFIG.format(state_dir=work / "state", mqtt_host=broker.host,
-                                             mqtt_port=broker.port, targets="".join(targets)))
+        targets.append({"name": name, "number": number, "channels": ["gsm"],
+                        "expect": {**EXPECT, "hold_s": 3}})
+        config_path = write_config(
+            work, probe_id="demo-probe", site="Demo branch office", targets=targets,
+            mqtt=broker_section(broker),
+            modems={"gsm": {"port": modem.url, "audio_port": modem.audio_url}},
+            header="# Written by `probe demo`: the probe's configuration for the local "
+                   "stand-ins.\n")
         say(f"probe config: {config_path}\n")
         say("central ops subscriber on hotline-probe/v1/# receives:")
         subscriber = stack.enter_context(

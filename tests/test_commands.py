@@ -22,9 +22,9 @@ from paho.mqtt.properties import Properties
 from probe.commands import SCHEMAS, RateLimit, parse
 from probe.config import parse_config
 from probe.errors import ConfigError
+from probe.sim import probe_config
 from probe.sim.broker import LocalBroker, Subscriber
 from probe.sim.hotline import HotlineBehaviour, SippHotline
-from tests import probe_config
 
 PROBE = "p-cmd"
 

@@ -14,9 +14,9 @@ from probe.config import Target
 from probe.result import validate_result
 from probe.runner import next_boot_count, prune_audio
 from probe.schedule import Slot, plan, reschedule
+from probe.sim import probe_config
 from probe.sim.broker import LocalBroker, Subscriber
 from probe.sim.hotline import HotlineBehaviour, SippHotline
-from tests import probe_config
 
 
 def write_config(tmp_path: Path, broker: LocalBroker, uri: str, *, hold_s: float = 1,

@@ -31,9 +31,9 @@ from probe.diagnose import (
 )
 from probe.i18n import LANGUAGES, catalog_paths, compile_mo, parse_po
 from probe.result import result_schema, validate_result
+from probe.sim import probe_config
 from probe.sim.hotline import NEVER_ANSWER, HotlineBehaviour, SippHotline, free_port
 from probe.sim.modem import SCENARIOS, ModemEmulator
-from tests import probe_config
 
 LIMITS = {"max_post_dial_delay_ms": 3000, "max_ring_s": 2}
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from probe.sim import probe_config
 from probe.sim.broker import LocalBroker, Subscriber
 from probe.sim.hotline import HotlineBehaviour, SippHotline, free_port
-from tests import probe_config
 
 PROBE = "p-res"
 

@@ -28,8 +28,8 @@ from typing import Any, NamedTuple
 import pytest
 
 from probe.result import validate_result
+from probe.sim import probe_config
 from probe.sim.hotline import NEVER_ANSWER, HotlineBehaviour, SippHotline
-from tests import probe_config
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE_MS = 20  # probe's measured delay vs the same delay on the wire (SIPp's trace)

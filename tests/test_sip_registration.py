@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from probe.result import validate_result
+from probe.sim import probe_config
 from probe.sim.hotline import HotlineBehaviour, SippHotline, SippRegistrar
-from tests import probe_config
 
 
 def call_with_registrar(tmp_path: Path, password: str) -> tuple[dict, int, int]:

@@ -28,7 +28,7 @@ from probe.mqtt import Publisher
 from probe.outbox import Outbox
 from probe.sim.broker import LocalBroker
 from probe.sim.hotline import HotlineBehaviour, SippHotline
-from tests.probe_config import broker_section, sip_target, write_config
+from probe.sim.probe_config import broker_section, sip_target, write_config
 
 RESULT = json.dumps({"id": "x" * 36, "padding": "r" * 1850}).encode()  # ~1.9 kB
 CLK_TCK = os.sysconf("SC_CLK_TCK")

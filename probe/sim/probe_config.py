@@ -1,4 +1,5 @@
-"""Probe configuration files for the tests and benchmarks, written from plain dicts.
+"""Probe configuration files for the stand-ins (tests, benchmarks, ``make demo``), written
+from plain dicts.
 
     write_config(tmp_path, targets=[sip_target("support", hotline.uri, hold_s=1)],
                  mqtt=broker_section(broker))
@@ -58,7 +59,7 @@ def sip_target(name: str, uri: str, *, interval_s: int = 30, **expect: Any) -> d
 def write_config(directory: Path, *, targets: list[dict[str, Any]], probe_id: str = "p1",
                  site: str = "lab", name: str = "probe.toml", probe: dict[str, Any] | None = None,
                  mqtt: dict[str, Any] | None = None, sip: dict[str, Any] | None = None,
-                 **sections: Any) -> Path:
+                 header: str = "", **sections: Any) -> Path:
     """A configuration in ``directory`` (state under ``directory/state``); a [sip] section on
     loopback whenever a target uses SIP and ``sip`` does not say otherwise."""
     uses_sip = any("sip" in t.get("channels", ()) for t in targets)
@@ -71,5 +72,5 @@ def write_config(directory: Path, *, targets: list[dict[str, Any]], probe_id: st
         "targets": targets,
     }
     path = directory / name
-    path.write_text(render(doc))
+    path.write_text(header + render(doc))
     return path
