@@ -7,7 +7,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3-venv mosquitto mosquitto-clients sip-tester espeak-ng sox \
-                device-tree-compiler debootstrap zstd alsa-utils
+                device-tree-compiler debootstrap zstd alsa-utils \
+                postgresql prometheus-alertmanager chromium chromium-driver
 
 .PHONY: demo test bench lint setup clean ansible-test
 
@@ -37,7 +38,7 @@ $(VENV)/.installed: pyproject.toml
 	@scripts/ensure-apt-packages $(APT_PACKAGES)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,ops]'
 	touch $@
 
 clean:
