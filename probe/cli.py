@@ -98,6 +98,10 @@ def _parser() -> argparse.ArgumentParser:
     from probe.audio.cli import add_parsers as add_audio_parsers
 
     add_audio_parsers(sub, DEFAULT_CONFIG)  # probe analyze, probe prompts add
+
+    from probe.ops.cli import add_parsers as add_ops_parsers
+
+    add_ops_parsers(sub)  # probe ops serve | check-config | migrate | user-add | config-schema
     return p
 
 

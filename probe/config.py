@@ -100,6 +100,7 @@ class MqttConfig:
     outbox_max_results: int = 10_000
     outbox_max_mib: int = 50
     drain_rate_per_s: float = 20.0
+    recording_max_kib: int = 1024  # a failed call's recording, to ops; 0: none (probe/recording)
 
 
 @dataclass(frozen=True)
@@ -369,7 +370,7 @@ def _probe(t: _Table, ctx: _Context) -> ProbeIdentity | None:
 
 def _mqtt(t: _Table, ctx: _Context) -> MqttConfig:
     t.allow("host", "port", "keepalive_s", "username", *secret_keys(), "session_expiry_s", "tls",
-            "outbox_max_results", "outbox_max_mib", "drain_rate_per_s")
+            "outbox_max_results", "outbox_max_mib", "drain_rate_per_s", "recording_max_kib")
     tls = None
     if t.has("tls"):
         section = t.section("tls", "[mqtt.tls]")
@@ -386,9 +387,20 @@ def _mqtt(t: _Table, ctx: _Context) -> MqttConfig:
         outbox_max_mib=t.get("outbox_max_mib", _int(1, 100_000, "MiB"), 50),
         drain_rate_per_s=t.get("drain_rate_per_s", _number(0, 10_000, "messages per second",
                                                            exclusive_low=True), 20.0),
+        recording_max_kib=t.get("recording_max_kib", _int(0, 65_536, "KiB; 0: no uploads"),
+                                1024),
     )
     _require_username(t, "password", "password_file", "password_env")
+    _recording_fits_outbox(t, mqtt)
     return mqtt
+
+
+def _recording_fits_outbox(t: _Table, mqtt: MqttConfig) -> None:
+    """A recording larger than the whole outbox could never be queued: say so now."""
+    kib, mib = mqtt.recording_max_kib, mqtt.outbox_max_mib
+    if isinstance(kib, int) and isinstance(mib, int) and kib > mib * 1024:
+        t.problem("recording_max_kib", f"must not exceed outbox_max_mib ({mib} MiB = "
+                  f"{mib * 1024} KiB), got {kib}")
 
 
 def _mqtt_tls(t: _Table, ctx: _Context) -> MqttTls:

@@ -9,7 +9,8 @@ main thread        signals (SIGTERM/SIGINT stop, SIGHUP reload), systemd notify 
 ``probe.mqtt[..]``   owns the paho client (results, status, health, commands)
 =================  ==========================================================================
 
-Every result is committed to the outbox before anything tries to publish it.  The systemd
+Every result is committed to the outbox before anything tries to publish it; the recording of a
+failed or degraded call follows it there as a bulk row (probe/recording.py).  The systemd
 watchdog is pinged only while every thread has shown a heartbeat recently, so a hung worker gets
 the daemon restarted instead of silently testing nothing.
 """
@@ -42,6 +43,7 @@ from probe.indicator import Status, open_indicator, overall_status
 from probe.line import LineInUseError, LineMonitor
 from probe.mqtt import Publisher
 from probe.outbox import Outbox
+from probe.recording import submit_recording
 from probe.runner import next_boot_count, prepare_state_dir, prune_audio, run_call
 from probe.schedule import Slot, due_slots, plan, reschedule
 from probe.systemd import Notifier
@@ -436,12 +438,21 @@ class Daemon:
 
     def _result(self, job: Job, doc: dict[str, Any]) -> None:
         self.forwarder.submit("result", doc)
+        self._recording(doc)
         self.publish_status()
         self.refresh_indicator()
         log.info("%s/%s: %s (pdd %s ms, answer %s ms) id=%s", doc["target"], doc["channel"],
                  doc["outcome"], doc["timings_ms"]["post_dial_delay"],
                  doc["timings_ms"]["time_to_answer"], doc["id"])
         self.publish_health()
+
+    def _recording(self, doc: dict[str, Any]) -> None:
+        """After its result, the recording of a failed or degraded call (not without [mqtt]:
+        nobody would hear it, and the outbox keeps its room for results)."""
+        assert self.config is not None
+        m = self.config.mqtt
+        if m is not None:
+            submit_recording(self.forwarder, doc, m.recording_max_kib * 1024)
 
     # -- liveness and health ------------------------------------------------------------------
     def beats(self) -> dict[str, float]:
@@ -474,6 +485,7 @@ class Daemon:
             "uptime_s": round(time.monotonic() - self.started_mono),
             "clock_synced": clock_synced(),
             "outbox": {"count": depth.count, "bytes": depth.bytes, "dropped": depth.dropped,
+                       "recordings_dropped": depth.bulk_dropped,
                        "in_flight": self.outbox.in_flight, "refused": self.forwarder.refused},
             "channels": {c: {"state": w.state.state, "error": w.state.error,
                              "last_call": w.state.last_call,

@@ -9,6 +9,8 @@ Everything else in the probe talks to :class:`Publisher`, never to paho.  The co
         planned stop (close())   {"state":"offline","boot":12,"reason":"stopped"}
     hotline-probe/v1/<probe-id>/result  QoS 1, not retained, one per call (carries the result UUID)
     hotline-probe/v1/<probe-id>/health  retained
+    hotline-probe/v1/<probe-id>/recording  QoS 1, not retained: a failed call's audio (FLAC),
+        Content Type and User Properties result_id, duration_s (probe/recording.py)
 
 Delivery is QoS 1 with MQTT 5 reason codes, so a PUBACK tells success (0x00, or 0x10 "no
 matching subscribers") from refusal (0x87 "not authorized" when the broker's ACL denies the topic)::
@@ -52,6 +54,7 @@ TOPIC_ROOT = "hotline-probe/v1"
 STATUS = "status"
 RESULT = "result"
 HEALTH = "health"
+RECORDING = "recording"
 
 #: PUBACK reason codes below this are successes (MQTT 5, 2.4 "Reason Code").
 _FIRST_FAILURE_CODE = 0x80
@@ -95,6 +98,23 @@ def encode_payload(payload: bytes | str | dict) -> bytes:
     raise TypeError(f"payload must be bytes, str or dict, not {type(payload).__name__}")
 
 
+def message_properties(content_type: str | None = None,
+                       user_properties: tuple[tuple[str, str], ...] = ()) -> Properties | None:
+    """MQTT 5 PUBLISH properties carrying a Content Type and User Properties (None if neither).
+
+    >>> message_properties("audio/flac", (("result_id", "r1"),)).ContentType
+    'audio/flac'
+    """
+    if content_type is None and not user_properties:
+        return None
+    props = Properties(PacketTypes.PUBLISH)
+    if content_type is not None:
+        props.ContentType = content_type
+    if user_properties:
+        props.UserProperty = list(user_properties)
+    return props
+
+
 class Delivery:
     """One message handed to :meth:`Publisher.publish`, and what the broker said about it.
 
@@ -102,7 +122,7 @@ class Delivery:
     QoS 0, once written to the socket).  A refusal leaves ``acked`` False with the reason in
     ``reason_code`` (e.g. 0x87 Not authorized) and ``reason``.  ``done`` is True once nothing more
     will happen: a PUBACK arrived, or the publisher closed before one did (``reason_code`` None).
-    ``ref`` is the caller's own tag (an outbox row id), carried untouched.
+    ``ref`` is the caller's own tag (the forwarder's outbox row), carried untouched.
     """
 
     def __init__(self, topic: str, payload: bytes, qos: int, retain: bool, ref: Any = None,

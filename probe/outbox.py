@@ -10,10 +10,18 @@ never silently: the number dropped is kept in the database (it survives restarts
 reported in the health record.
 
 Rows are handed out oldest first, so the broker receives results in the order they were made.
+*Bulk* rows (call recordings: large, and only worth having next to their result) come last:
+they are handed out only once no other row waits, and they are the first dropped when full, so
+a recording never delays nor displaces a result.  A row may carry an MQTT 5 content type and
+user properties, published with it.
+
+An outbox file from before bulk rows existed is migrated in place when opened (its rows are
+kept, as ordinary rows without properties).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -31,11 +39,23 @@ CREATE TABLE IF NOT EXISTS outbox (
     leaf TEXT NOT NULL,          -- topic leaf under hotline-probe/v1/<probe-id>/
     payload BLOB NOT NULL,
     created REAL NOT NULL,       -- wall clock, for operators reading the database
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    bulk INTEGER NOT NULL DEFAULT 0,  -- 1: sent after, and dropped before, every other row
+    content_type TEXT,           -- MQTT 5 Content Type, or NULL
+    user_properties TEXT         -- MQTT 5 User Properties: JSON list of [name, value], or NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('dropped', 0);
+INSERT OR IGNORE INTO meta VALUES ('bulk_dropped', 0);
 """
+
+#: Columns of SCHEMA added after the first release.  Opening an older file adds them
+#: (``ALTER TABLE ... ADD COLUMN``, same definitions): its rows keep their ids and order.
+ADDED_COLUMNS = {
+    "bulk": "INTEGER NOT NULL DEFAULT 0",
+    "content_type": "TEXT",
+    "user_properties": "TEXT",
+}
 
 
 @dataclass(frozen=True)
@@ -44,13 +64,17 @@ class Row:
     leaf: str
     payload: bytes
     attempts: int
+    bulk: bool = False
+    content_type: str | None = None
+    user_properties: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
 class Depth:
     count: int
     bytes: int
-    dropped: int  # rows ever dropped because the outbox was full (persistent)
+    dropped: int  # ordinary rows ever dropped because the outbox was full (persistent)
+    bulk_dropped: int = 0  # bulk rows (recordings) ever dropped because it was full (persistent)
 
 
 class Outbox:
@@ -70,7 +94,17 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        self._migrate()
         self._in_flight: set[int] = set()
+
+    def _migrate(self) -> None:
+        with self._transaction() as db:
+            present = {row[1] for row in db.execute("PRAGMA table_info(outbox)")}
+            missing = [name for name in ADDED_COLUMNS if name not in present]
+            for name in missing:
+                db.execute(f"ALTER TABLE outbox ADD COLUMN {name} {ADDED_COLUMNS[name]}")
+        if missing:
+            log.info("outbox %s migrated: added %s", self.path, ", ".join(missing))
 
     def close(self) -> None:
         with self._lock:
@@ -87,47 +121,64 @@ class Outbox:
                 raise
             self._db.execute("COMMIT")
 
-    def put(self, leaf: str, payload: bytes) -> int:
-        """Store a message durably (committed and fsynced on return); returns its row id."""
+    def put(self, leaf: str, payload: bytes, *, bulk: bool = False,
+            content_type: str | None = None,
+            user_properties: tuple[tuple[str, str], ...] = ()) -> int:
+        """Store a message durably (committed and fsynced on return); returns its row id.
+
+        ``bulk`` rows wait behind every other row and are dropped first when full; a bulk row
+        that does not fit even then is dropped itself (ordinary rows are never dropped for it).
+        """
+        props = json.dumps([list(p) for p in user_properties]) if user_properties else None
         with self._transaction() as db:
-            row_id = db.execute("INSERT INTO outbox (leaf, payload, created) VALUES (?, ?, ?)",
-                                (leaf, payload, time.time())).lastrowid
-            dropped = self._enforce_bounds(db)
-        if dropped:
-            log.error("outbox full (%d rows / %d bytes max): dropped the %d oldest",
-                      self.max_count, self.max_bytes, dropped)
+            row_id = db.execute(
+                "INSERT INTO outbox (leaf, payload, created, bulk, content_type, user_properties)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (leaf, payload, time.time(), int(bulk), content_type, props)).lastrowid
+            dropped, bulk_dropped = self._enforce_bounds(db)
+        if dropped or bulk_dropped:
+            log.error("outbox full (%d rows / %d bytes max): dropped the %d oldest rows and "
+                      "%d bulk rows (recordings)", self.max_count, self.max_bytes, dropped,
+                      bulk_dropped)
         assert row_id is not None
         return row_id
 
-    def _enforce_bounds(self, db: sqlite3.Connection) -> int:
+    def _enforce_bounds(self, db: sqlite3.Connection) -> tuple[int, int]:
+        """Drop rows until within bounds: bulk rows first (the new one included), then the
+        oldest ordinary rows, never the newest ordinary row.  Returns (ordinary, bulk) dropped."""
         count, size = db.execute(
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
         if count <= self.max_count and size <= self.max_bytes:
-            return 0
-        # Oldest first, read lazily; never the newest row (the one just added).
-        doomed: list[int] = []
-        oldest = db.execute("SELECT id, LENGTH(payload) FROM outbox WHERE id < "
-                            "(SELECT MAX(id) FROM outbox) ORDER BY id")
-        for row_id, length in oldest:
+            return 0, 0
+        doomed: list[tuple[int, bool]] = []
+        victims = db.execute("SELECT id, LENGTH(payload), bulk FROM outbox WHERE bulk = 1 OR id <"
+                             " (SELECT MAX(id) FROM outbox) ORDER BY bulk DESC, id")
+        for row_id, length, bulk in victims:  # read lazily: usually only a few are needed
             if count <= self.max_count and size <= self.max_bytes:
                 break
-            doomed.append(row_id)
+            doomed.append((row_id, bool(bulk)))
             count, size = count - 1, size - length
-        oldest.close()
-        db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in doomed])
-        self._in_flight.difference_update(doomed)
-        db.execute("UPDATE meta SET value = value + ? WHERE key = 'dropped'", (len(doomed),))
-        return len(doomed)
+        victims.close()
+        db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i, _ in doomed])
+        self._in_flight.difference_update(i for i, _ in doomed)
+        bulk_dropped = sum(bulk for _, bulk in doomed)
+        dropped = len(doomed) - bulk_dropped
+        db.execute("UPDATE meta SET value = value + ? WHERE key = 'dropped'", (dropped,))
+        db.execute("UPDATE meta SET value = value + ? WHERE key = 'bulk_dropped'",
+                   (bulk_dropped,))
+        return dropped, bulk_dropped
 
-    def take(self, limit: int) -> list[Row]:
-        """Up to ``limit`` of the oldest rows not already handed out; marks them in flight."""
+    def take(self, limit: int, *, bulk: bool = True) -> list[Row]:
+        """Up to ``limit`` rows not already handed out, ordinary rows oldest first, then (unless
+        ``bulk`` is False) bulk rows oldest first; marks them in flight."""
         with self._lock:
-            # Rows in flight are among the oldest: reading that many more covers them.
+            # At most len(in_flight) of the first rows are in flight: reading that many more
+            # yields ``limit`` fresh ones whenever there are.
             rows = self._db.execute(
-                "SELECT id, leaf, payload, attempts FROM outbox ORDER BY id LIMIT ?",
-                (limit + len(self._in_flight),)).fetchall()
-            fresh = [Row(i, leaf, payload, attempts + 1) for i, leaf, payload, attempts in rows
-                     if i not in self._in_flight][:limit]
+                "SELECT id, leaf, payload, attempts, bulk, content_type, user_properties"
+                " FROM outbox WHERE bulk <= ? ORDER BY bulk, id LIMIT ?",
+                (int(bulk), limit + len(self._in_flight))).fetchall()
+            fresh = [_row(*row) for row in rows if row[0] not in self._in_flight][:limit]
             for row in fresh:
                 self._in_flight.add(row.id)
             if fresh:
@@ -161,6 +212,13 @@ class Outbox:
         with self._lock:
             count, size = self._db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
-            (dropped,) = self._db.execute(
-                "SELECT value FROM meta WHERE key = 'dropped'").fetchone()
-        return Depth(count, size, dropped)
+            meta = dict(self._db.execute(
+                "SELECT key, value FROM meta WHERE key IN ('dropped', 'bulk_dropped')"))
+        return Depth(count, size, meta["dropped"], meta["bulk_dropped"])
+
+
+def _row(row_id: int, leaf: str, payload: bytes, attempts: int, bulk: int,
+         content_type: str | None, user_properties: str | None) -> Row:
+    """A row as handed out: its attempt counted, its user properties decoded."""
+    props = tuple((str(k), str(v)) for k, v in json.loads(user_properties or "[]"))
+    return Row(row_id, leaf, payload, attempts + 1, bool(bulk), content_type, props)

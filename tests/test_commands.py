@@ -218,12 +218,12 @@ def test_asyncapi_document_matches_the_code() -> None:
     uses."""
     import yaml
 
-    from probe.mqtt import HEALTH, RESULT, STATUS, TOPIC_ROOT
+    from probe.mqtt import HEALTH, RECORDING, RESULT, STATUS, TOPIC_ROOT
 
     doc = yaml.safe_load((Path(__file__).resolve().parent.parent / "probe" / "schema"
                           / "asyncapi.yaml").read_text())
     addresses = {c["address"] for c in doc["channels"].values()}
-    for leaf in (STATUS, RESULT, HEALTH, "cmd-reply", "cmd/{command}"):
+    for leaf in (STATUS, RESULT, HEALTH, RECORDING, "cmd-reply", "cmd/{command}"):
         assert f"{TOPIC_ROOT}/{{probeId}}/{leaf}" in addresses
     command = doc["channels"]["command"]["parameters"]["command"]
     assert sorted(command["enum"]) == sorted(SCHEMAS)

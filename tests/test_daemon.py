@@ -60,6 +60,8 @@ def test_run_once_publishes_result_and_status(tmp_path: Path, broker: LocalBroke
         assert (doc["probe_id"], doc["site"], doc["target"]) == ("p-17", "Test branch", "support")
         assert doc["outcome"] == "answered"
     assert len({m.json()["id"] for m in results}) == 2
+    # Answered as expected, verdict ok: nothing for ops to hear.
+    assert not [m for m in sub.messages if m.topic.endswith("/recording")]
     online = [s for s in statuses(sub) if s["state"] == "online"]
     assert sorted({s["boot"] for s in online}) == [1, 2]
     # The retained status carries the verdict per target and the probe's own health, apart.

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from probe.mqtt import Delivery, Publisher, PublisherClosed, encode_payload, topic
+from probe.mqtt import (
+    Delivery,
+    Publisher,
+    PublisherClosed,
+    encode_payload,
+    message_properties,
+    topic,
+)
 from probe.sim.broker import LocalBroker, Message, Subscriber
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,6 +87,20 @@ def test_result_is_delivered_once_at_qos1_not_retained_and_acknowledged(broker):
     assert sub.messages == [message]
     assert message.payload == json.dumps(result, separators=(",", ":")).encode()
     assert message.retain is False  # subscribed with retain-as-published: the publisher's flag
+
+
+def test_content_type_and_user_properties_reach_the_subscriber(broker):
+    assert message_properties() is None  # nothing to say: the PUBLISH carries no properties
+    props = message_properties("audio/flac", (("result_id", "r1"), ("duration_s", "2.500")))
+    with (
+        Subscriber(broker.host, broker.port, "hotline-probe/v1/p1/recording") as sub,
+        Publisher(probe_id="p1", host=broker.host, port=broker.port) as pub,
+    ):
+        assert pub.publish("recording", b"fLaC...", properties=props).wait(5)
+        (message,) = sub.wait_for(lambda msgs: len(msgs) == 1, timeout=5)
+    assert message.properties.ContentType == "audio/flac"
+    assert message.properties.UserProperty == [("result_id", "r1"), ("duration_s", "2.500")]
+    assert not hasattr(message.properties, "MessageExpiryInterval")
 
 
 def test_status_online_is_retained_with_the_boot_counter(broker):

@@ -15,7 +15,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from probe.config import MqttConfig, MqttTls
-from probe.mqtt import Publisher
+from probe.mqtt import RECORDING, Publisher, message_properties
 from probe.sim.broker import LocalBroker, Subscriber
 from probe.tls import tls_context
 from tests.pki import Issued, TestCA
@@ -113,12 +113,28 @@ def test_probe_cannot_write_another_probes_tree(pki: dict, tls_broker: LocalBrok
     with Subscriber(tls_broker.host, tls_broker.port, "hotline-probe/v1/p-b/#",
                     tls=context_for(pki, "ops")) as sub, \
             publisher(pki, tls_broker, "p-a", "p-b") as impostor:
-        for leaf in ("result", "health", "cmd-reply"):
+        for leaf in ("result", "health", "recording", "cmd-reply"):
             delivery = impostor.publish(leaf, {"forged": True})
             assert not delivery.wait(5)
             assert delivery.reason_code == NOT_AUTHORIZED
         impostor.publish("result", {"forged": True}).wait(5)
     assert not [m for m in sub.messages if b"forged" in m.payload]
+
+
+def test_probe_uploads_only_its_own_recordings(pki: dict, tls_broker: LocalBroker) -> None:
+    """The shipped ACL lets p-a write its own recording topic, and refuses it p-b's."""
+    props = message_properties("audio/flac", (("result_id", "r1"), ("duration_s", "1.000")))
+    with Subscriber(tls_broker.host, tls_broker.port, "hotline-probe/v1/+/recording",
+                    tls=context_for(pki, "ops")) as sub:
+        with publisher(pki, tls_broker, "p-a", "p-a") as own:
+            assert own.publish(RECORDING, b"fLaC-own", properties=props).wait(5)
+        with publisher(pki, tls_broker, "p-a", "p-b") as impostor:
+            forged = impostor.publish(RECORDING, b"fLaC-forged", properties=props)
+            assert not forged.wait(5)
+            assert forged.reason_code == NOT_AUTHORIZED
+        (message,) = sub.wait_for(lambda msgs: len(msgs) == 1, timeout=5)
+    assert (message.topic, message.payload) == ("hotline-probe/v1/p-a/recording", b"fLaC-own")
+    assert [m for m in sub.messages if m.payload == b"fLaC-forged"] == []
 
 
 def test_probe_cannot_forge_commands_even_to_itself(pki: dict, tls_broker: LocalBroker) -> None:

@@ -118,6 +118,7 @@ class Result(Base):
     vote: Mapped[str] = mapped_column(String(12))  # ok / fail / degraded / local (see ingest)
     cause: Mapped[str | None] = mapped_column(String(64))  # the probe's leading cause code
     verdict: Mapped[str | None] = mapped_column(String(12))
+    final: Mapped[str | None] = mapped_column(String(80))
     pdd_ms: Mapped[int | None] = mapped_column(Integer)
     answer_ms: Mapped[int | None] = mapped_column(Integer)
     mos: Mapped[float | None] = mapped_column(Float)

@@ -10,7 +10,8 @@ copies files:
                           PyPI ``ansible`` wheel (Galaxy is not reachable from CI)
 ``bookworm-amd64.tar.zst`` ``debootstrap --variant=minbase`` root, mirror read from apt sources
 ``apt-archives/``        .deb files the roles installed last time (seeded into each fresh root)
-``wheelhouse/``          the probe's dependencies as wheels (the role installs offline from it)
+``wheelhouse/``          the probe's dependencies and its ``ops`` extra's as wheels (the probe
+                          and ops roles install offline from it)
 
 ``python -m tests.ansible_support collections`` prepares the collections alone (``make
 ansible-lint`` uses it).
@@ -184,7 +185,8 @@ def probe_wheel(dest: Path) -> Path:
 
 
 def wheelhouse() -> Path:
-    """The probe's dependencies (and theirs) as wheels for this machine's CPython and arch.
+    """The probe's dependencies and its ops extra's (and theirs) as wheels for this machine's
+    CPython and arch.
 
     ``pip wheel`` rather than ``pip download``: some dependencies (libsvm-official) exist only
     as source and are built here once, as the pjsua2 build host does for a Pi.  The debootstrap
@@ -199,9 +201,15 @@ def wheelhouse() -> Path:
     return house
 
 
+#: Extras the roles install (the ops role: ``hotline-probe[ops]``).
+EXTRAS = ("ops",)
+
+
 def dependencies() -> list[str]:
-    """The runtime requirements in pyproject.toml."""
+    """The runtime requirements in pyproject.toml, with those of :data:`EXTRAS`."""
     import tomllib
 
     with (REPO / "pyproject.toml").open("rb") as f:
-        return list(tomllib.load(f)["project"]["dependencies"])
+        project = tomllib.load(f)["project"]
+    extras = project.get("optional-dependencies", {})
+    return [*project["dependencies"], *(req for name in EXTRAS for req in extras.get(name, []))]

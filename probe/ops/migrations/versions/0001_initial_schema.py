@@ -197,6 +197,7 @@ def upgrade() -> None:
         sa.Column("vote", sa.String(length=12), nullable=False),
         sa.Column("cause", sa.String(length=64), nullable=True),
         sa.Column("verdict", sa.String(length=12), nullable=True),
+        sa.Column("final", sa.String(length=80), nullable=True),
         sa.Column("pdd_ms", sa.Integer(), nullable=True),
         sa.Column("answer_ms", sa.Integer(), nullable=True),
         sa.Column("mos", sa.Float(), nullable=True),

@@ -1,0 +1,1 @@
+../../probe/filter_plugins/toml.py
