@@ -127,6 +127,8 @@ class Result(Base):
     __table_args__ = (
         Index("ix_results_target_started", "target", "started_at"),
         Index("ix_results_probe_started", "probe_id", "started_at"),
+        Index("ix_results_started", "started_at"),  # fleet-wide windows (metrics, retention)
+        Index("ix_results_received", "received_at"),  # ingest lag, live updates
     )
 
 

@@ -47,7 +47,7 @@ from probe.mqtt import TOPIC_ROOT
 from probe.ops.config import OpsConfig, OpsMqttConfig
 from probe.ops.db import transaction, utcnow
 from probe.ops.messages import Limits, Parsed, Rejected, parse_message
-from probe.ops.store import Stored, quarantine, store
+from probe.ops.store import Stored, finish, quarantine, store
 
 log = logging.getLogger("probe.ops.ingest")
 RECEIVE_MAXIMUM = 2000  # unacknowledged QoS 1 messages the broker may have in flight to us
@@ -249,6 +249,7 @@ class Ingest:
             for _item, p in parsed:
                 if p is not None:
                     store(session, p, now, out)
+            finish(session, out)
         return out
 
     def _commit_one_by_one(self, parsed: list[tuple[Incoming, Parsed | None]]) -> Stored:
@@ -262,7 +263,10 @@ class Ingest:
             now = utcnow()
             try:
                 with transaction(self.sessions) as session:
-                    store(session, p, now, out)
+                    single = Stored()
+                    store(session, p, now, single)
+                    finish(session, single)
+                out.merge(single)
             except SQLAlchemyError as err:
                 if _is_transient(err):
                     raise

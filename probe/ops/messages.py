@@ -208,7 +208,8 @@ def _result(topic: str, probe_id: str, doc: dict[str, Any], payload: bytes) -> P
         channel=channel, path=path_of(doc), started_at=started.astimezone(dt.UTC),
         outcome=doc["outcome"], met=bool(doc["expectations"]["met"]), vote=vote, cause=cause,
         verdict=diagnosis.get("verdict"), final=final_of(doc),
-        pdd_ms=timings.get("post_dial_delay"), answer_ms=timings.get("time_to_answer"), mos=_mos(doc), document=doc)
+        pdd_ms=timings.get("post_dial_delay"), answer_ms=timings.get("time_to_answer"),
+        mos=_mos(doc), document=doc)
 
 
 def path_of(doc: dict[str, Any]) -> str:

@@ -38,6 +38,7 @@ PROBE_STATES = ("online", "offline", "silent", "unknown")
 NOTIFICATION_STATES = ("pending", "sent", "failed")
 INCIDENT_SCOPES = ("hotline", "path", "site", "probe")
 SEVERITIES = ("down", "degraded")
+INGESTED_PREFIX = "ingested:"  # counters ingest adds to once per batch
 QUARANTINE_PREFIX = "quarantined:"
 
 
@@ -83,13 +84,14 @@ def registry_for(sessions: sessionmaker[Session]) -> CollectorRegistry:
 
 
 def _ingested(session: Session) -> Metric:
-    family = CounterMetricFamily("hotline_ops_results_ingested", "Results stored, per target "
-                                 "and channel (as kept: retention removes old ones).",
+    family = CounterMetricFamily("hotline_ops_results_ingested", "Results stored (new, not "
+                                 "duplicates), per target and channel, fleet-wide.",
                                  labels=["target", "channel"])
-    rows = session.execute(select(Result.target, Result.channel, func.count())
-                           .group_by(Result.target, Result.channel))
-    for target, channel, count in rows:
-        family.add_metric([target, channel], count)
+    rows = session.execute(select(Counter.name, Counter.value)
+                           .where(Counter.name.startswith(INGESTED_PREFIX, autoescape=True)))
+    for name, value in rows:
+        target, _, channel = name.removeprefix(INGESTED_PREFIX).rpartition(":")
+        family.add_metric([target, channel], value)
     return family
 
 

@@ -55,6 +55,25 @@ class Stored:
     targets: set[str] = field(default_factory=set)
     probes: set[str] = field(default_factory=set)
     result_times: list[tuple[str, dt.datetime]] = field(default_factory=list)
+    per_path: dict[tuple[str, str], int] = field(default_factory=dict)  # (target, channel)
+
+    def merge(self, other: Stored) -> None:
+        self.results += other.results
+        self.duplicates += other.duplicates
+        self.quarantined += other.quarantined
+        self.targets |= other.targets
+        self.probes |= other.probes
+        self.result_times += other.result_times
+        for key, n in other.per_path.items():
+            self.per_path[key] = self.per_path.get(key, 0) + n
+
+
+def finish(session: Session, out: Stored) -> None:
+    """At the end of a batch's transaction: the fleet-wide counters, once per (target,
+    channel) — one row update per key and batch, not per result, so instances sharing the
+    load barely wait on each other's counter rows."""
+    for (target, channel), n in sorted(out.per_path.items()):
+        add_counter(session, f"ingested:{target}:{channel}", n)
 
 
 def store(session: Session, item: Parsed, now: dt.datetime, out: Stored) -> None:
@@ -99,6 +118,7 @@ def _result(session: Session, r: ResultIn, now: dt.datetime, out: Stored) -> Non
         out.duplicates += 1
         return
     out.results += 1
+    out.per_path[(r.target, r.channel)] = out.per_path.get((r.target, r.channel), 0) + 1
     out.targets.add(r.target)
     out.probes.add(r.probe_id)
     out.result_times.append((r.target, r.started_at))

@@ -170,7 +170,12 @@ def test_recovery_resolves_after_good_rounds(ops: OpsService, fleet: FleetPublis
 
 
 def test_offline_probe_gets_its_own_incident_not_a_hotline_one(
-        ops: OpsService, fleet: FleetPublisher) -> None:
+        tmp_path: Path, broker: LocalBroker, database_url: str,
+        start_ops: Callable[..., OpsService], fleet: FleetPublisher) -> None:
+    # silent only after 5 rounds: this test moves the clock one round on, and must see
+    # "offline", not "silent", for the probe that went away
+    ops = start_ops(make_config(tmp_path, broker, database_url,
+                                presence={"silent_factor": 5}))
     docs = publish_rounds(fleet, [[(p, "sip-answered", None) for p in SITES]])
     settle(ops, len(docs))
     fleet.wait_all([fleet.status("branch-3", "offline", reason="connection lost")])
@@ -250,3 +255,14 @@ def test_duplicates_stored_once_and_bad_messages_quarantined(ops: OpsService,
         reasons = sorted(q.reason.split(":")[0] for q in s.scalars(select(Quarantine)))
     assert reasons == ["hostile", "not UTF-8", "oversized", "schema", "spoofed"]
     assert ops.ingest.stats["duplicates"] == 1
+
+
+def test_ingested_counter_counts_new_results_not_duplicates(ops: OpsService,
+                                                            fleet: FleetPublisher) -> None:
+    from probe.ops.db import counters
+
+    docs = publish_rounds(fleet, [[(p, "sip-answered", None) for p in SITES]])
+    fleet.wait_all([fleet.result(docs[0])])  # delivered again
+    wait_until(lambda: ops.ingest.stats["duplicates"] == 1, what="duplicate seen")
+    with ops.sessions() as s:
+        assert counters(s)["ingested:support:sip"] == len(SITES)

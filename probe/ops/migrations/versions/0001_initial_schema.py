@@ -206,6 +206,8 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("results", schema=None) as batch_op:
         batch_op.create_index("ix_results_probe_started", ["probe_id", "started_at"], unique=False)
+        batch_op.create_index("ix_results_started", ["started_at"], unique=False)
+        batch_op.create_index("ix_results_received", ["received_at"], unique=False)
         batch_op.create_index("ix_results_target_started", ["target", "started_at"], unique=False)
 
     op.create_table(
@@ -308,6 +310,8 @@ def downgrade() -> None:
     with op.batch_alter_table("results", schema=None) as batch_op:
         batch_op.drop_index("ix_results_target_started")
         batch_op.drop_index("ix_results_probe_started")
+        batch_op.drop_index("ix_results_started")
+        batch_op.drop_index("ix_results_received")
 
     op.drop_table("results")
     with op.batch_alter_table("recordings", schema=None) as batch_op:
