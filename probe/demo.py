@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from probe.daemon import Daemon
+from probe.sim import fleet_demo
 from probe.sim.board_demo import run_board_demo
 from probe.sim.broker import LocalBroker, Message, Subscriber
 from probe.sim.hotline import NEVER_ANSWER, HotlineBehaviour, SippHotline
@@ -42,12 +43,19 @@ EXPECT = {"max_post_dial_delay_ms": 3000, "max_ring_s": 5, "hold_s": 4}
 def run_demo(out: Any = None) -> int:
     out = out or sys.stdout
     logging.getLogger("probe").setLevel(logging.WARNING)
+    # ops reports its incidents below, in the demo's own words; its log lines would interleave
+    logging.getLogger("probe.ops").setLevel(logging.ERROR)
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)
     say = _printer(out)
     started = time.monotonic()
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="probe-demo-")))
         broker = stack.enter_context(LocalBroker())
         say(f"central broker: mosquitto on {broker.host}:{broker.port}")
+        ops = fleet_demo.start_ops(work, broker)
+        stack.callback(ops.stop)
+        say(f"central ops service: SQLite in {work / 'ops'}, API and console at "
+            f"http://127.0.0.1:{ops.http_port}/ (consuming $share/ops/hotline-probe/v1/+/result)")
         targets = []
         for name, (what, behaviour) in HOTLINES.items():
             hotline = stack.enter_context(SippHotline(behaviour))
@@ -75,6 +83,10 @@ def run_demo(out: Any = None) -> int:
                             >= len(HOTLINES) + 1, timeout=10)
         results = [m.json() for m in subscriber.messages if m.topic.endswith("/result")]
         say("\n" + results_table(results))
+        say("\nmore branch offices, for the central view:")
+        subscriber.quiet()  # the fleet's own messages are not printed one by one
+        fleet_results = fleet_demo.run_fleet(say, stack, work, broker)
+        open_keys = fleet_demo.report(say, ops, len(results) + fleet_results)
     # The probe board (status LED, buzzer, silence button, line voltage) on gpiozero mock
     # pins with a simulated line: probe/sim/board_demo.py.
     say("\nthe probe board: LED, buzzer and line (gpiozero mock pins, simulated line):")
@@ -84,6 +96,10 @@ def run_demo(out: Any = None) -> int:
     ok = {r["target"]: r["outcome"] for r in results} == {
         "support": "answered", "sales": "busy", "after-hours": "no_answer",
         MOBILE[0]: "answered"}
+    # orders: down at three sites; Nantes: its own line; sales / after-hours: their only site
+    # says so; support answers wherever a line works: no incident.
+    ok = ok and open_keys == {"hotline:orders", "probe:nantes:analog", "hotline:sales",
+                              "hotline:after-hours"}
     return 0 if ok and board_ok else 1
 
 

@@ -55,6 +55,7 @@ class Vote:
     cause: str | None
     started_at: float  # epoch seconds
     final: str | None = None  # the network's final answer ("503 Service Unavailable")
+    cause_detail: Mapping[str, Any] | None = None  # the probe's evidence for ``cause``
 
 
 @dataclass(frozen=True)
@@ -189,13 +190,17 @@ def _hotline_wide(target: str, failing: list[str], poor: list[str],
         return None
     votes = [v for s in sites for v in by_site[s] if v.vote in ("fail", "degraded")]
     cause = _leading(votes)
+    # The placeholders of the cause's own text ("{channel}", "{code} {reason}"), from one of
+    # the results that name it.
+    evidence = next((dict(v.cause_detail) for v in votes
+                     if v.cause == cause and v.cause_detail), {})
     if severity == Verdict.DOWN.value:
         spec = CAUSES.get(cause)
         severity = spec.severity.value if spec is not None else severity
     return Condition(
         key=f"hotline:{target}", scope="hotline", subject="*", severity=severity, cause=cause,
         sites=tuple(sites), evidence=tuple(v.result_id for v in votes)[:EVIDENCE_MAX],
-        detail={"failing_sites": len(sites), "reporting_sites": reporting,
+        detail={**evidence, "failing_sites": len(sites), "reporting_sites": reporting,
                 "causes": dict(Counter(v.cause or "?" for v in votes).most_common()),
                 "min_sites": c.min_sites, "min_percent": c.min_percent})
 
@@ -245,12 +250,16 @@ def judge(target: str, votes: Iterable[Vote], c: Correlation, *,
           excluded: Iterable[str] = (), open_keys: Iterable[str] = ()) -> list[Judgement]:
     """Judgements for every key that holds in some round of the window or has an open
     incident (``open_keys``: so an open incident learns it may resolve)."""
+    skip = set(excluded)
     by_round = rounds(votes, c.round_s)
     lookback = max(c.rounds_window, c.recover_rounds)
-    seen = sorted(by_round, reverse=True)[:lookback]  # newest first, rounds with results only
+    # Newest first; only rounds in which someone voted count (a round of local faults alone,
+    # or of excluded probes, says nothing: neither violating nor good).
+    seen = sorted((r for r, cell in by_round.items()
+                   if any(p not in skip and v.vote != "local" for (p, _), v in cell.items())),
+                  reverse=True)[:lookback]
     if not seen:
         return []
-    skip = set(excluded)
     known = known_sites((by_round[r] for r in seen), skip)
     per_round = {r: {cond.key: cond for cond in conditions(target, by_round[r], c, skip, known)}
                  for r in seen}

@@ -119,6 +119,7 @@ class Result(Base):
     cause: Mapped[str | None] = mapped_column(String(64))  # the probe's leading cause code
     verdict: Mapped[str | None] = mapped_column(String(12))
     final: Mapped[str | None] = mapped_column(String(80))
+    cause_detail: Mapped[dict[str, Any] | None] = mapped_column(Json)
     pdd_ms: Mapped[int | None] = mapped_column(Integer)
     answer_ms: Mapped[int | None] = mapped_column(Integer)
     mos: Mapped[float | None] = mapped_column(Float)

@@ -58,15 +58,18 @@ def evaluate_target(session: Session, config: OpsConfig, target: str,
     horizon = now - dt.timedelta(seconds=max(3 * lookback, HORIZON_ROUNDS) * c.round_s)
     rows = session.execute(
         select(Result.id, Result.probe_id, Result.site, Result.channel, Result.path,
-               Result.vote, Result.cause, Result.started_at, Result.final)
+               Result.vote, Result.cause, Result.started_at, Result.final, Result.cause_detail)
         .where(Result.target == target, Result.started_at >= horizon)).all()
     votes = [Vote(r.id, r.probe_id, r.site, r.channel, r.path, r.vote, r.cause,
-                  r.started_at.timestamp(), r.final) for r in rows]
+                  r.started_at.timestamp(), r.final, r.cause_detail) for r in rows]
+    # A probe that went offline keeps its votes for the rounds it called in (its results are
+    # still what callers lived); a silent one has none to give.  Offline or silent, its own
+    # site incidents are suppressed: its own presence incident says why.
     away = _away_probes(session)
     open_incidents = {i.key: i for i in session.scalars(
         select(Incident).where(Incident.target == target, Incident.resolved_at.is_(None))
         .with_for_update())}
-    judgements = judge(target, votes, c, excluded=away, open_keys=open_incidents)
+    judgements = judge(target, votes, c, open_keys=open_incidents)
     windows = _windows(session, now)
     changes: list[Change] = []
     for j in judgements:
@@ -86,7 +89,7 @@ def evaluate_target(session: Session, config: OpsConfig, target: str,
 
 
 def _away_probes(session: Session) -> set[str]:
-    """Probes out of the vote: offline or silent (their old results would otherwise vote)."""
+    """Probes that are not watching now: offline or silent."""
     return set(session.scalars(select(Probe.id).where(
         (Probe.state == "offline") | Probe.silent.is_(True))))
 

@@ -65,6 +65,7 @@ class ResultIn:
     cause: str | None
     verdict: str | None
     final: str | None  # "503 Service Unavailable", "cause 17 User busy": the network's word
+    cause_detail: dict[str, Any]  # the probe's evidence for its cause (placeholders of its text)
     pdd_ms: int | None
     answer_ms: int | None
     mos: float | None
@@ -201,13 +202,16 @@ def _result(topic: str, probe_id: str, doc: dict[str, Any], payload: bytes) -> P
         return Rejected(topic, probe_id, "schema: started_at has no time zone", payload[:4096])
     channel = doc["channel"]
     vote, cause = vote_of(doc)
+    cause_detail = next((dict(c.get("evidence") or {}) for c in
+                         (doc.get("diagnosis") or {}).get("causes") or []
+                         if c.get("code") == cause), {})
     timings = doc.get("timings_ms") or {}
     diagnosis = doc.get("diagnosis") or {}
     return ResultIn(
         id=doc["id"], probe_id=probe_id, site=doc.get("site"), target=doc["target"],
         channel=channel, path=path_of(doc), started_at=started.astimezone(dt.UTC),
         outcome=doc["outcome"], met=bool(doc["expectations"]["met"]), vote=vote, cause=cause,
-        verdict=diagnosis.get("verdict"), final=final_of(doc),
+        verdict=diagnosis.get("verdict"), final=final_of(doc), cause_detail=cause_detail,
         pdd_ms=timings.get("post_dial_delay"), answer_ms=timings.get("time_to_answer"),
         mos=_mos(doc), document=doc)
 

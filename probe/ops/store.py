@@ -111,7 +111,8 @@ def _result(session: Session, r: ResultIn, now: dt.datetime, out: Stored) -> Non
     inserted = session.execute(insert_for(session, Result).values(
         id=r.id, probe_id=r.probe_id, site=r.site, target=r.target, channel=r.channel,
         path=r.path, started_at=r.started_at, received_at=now, outcome=r.outcome, met=r.met,
-        vote=r.vote, cause=r.cause, verdict=r.verdict, final=r.final, pdd_ms=r.pdd_ms,
+        vote=r.vote, cause=r.cause, verdict=r.verdict, final=r.final,
+        cause_detail=r.cause_detail or None, pdd_ms=r.pdd_ms,
         answer_ms=r.answer_ms, mos=r.mos, document=r.document,
     ).on_conflict_do_nothing(index_elements=["id"]).returning(Result.id)).first()
     if inserted is None:  # (rowcount is not reliable here: psycopg reports -1)

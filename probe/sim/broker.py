@@ -364,6 +364,10 @@ class Subscriber:
         if not reason_code.is_failure:
             client.subscribe(self.topic_filter, options=self._options)
 
+    def quiet(self) -> None:
+        """Stop calling ``on_message`` (messages are still collected)."""
+        self._on_each = None
+
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         self._subscribed.set()
 

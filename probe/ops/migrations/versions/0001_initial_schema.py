@@ -198,6 +198,7 @@ def upgrade() -> None:
         sa.Column("cause", sa.String(length=64), nullable=True),
         sa.Column("verdict", sa.String(length=12), nullable=True),
         sa.Column("final", sa.String(length=80), nullable=True),
+        sa.Column("cause_detail", JSON, nullable=True),
         sa.Column("pdd_ms", sa.Integer(), nullable=True),
         sa.Column("answer_ms", sa.Integer(), nullable=True),
         sa.Column("mos", sa.Float(), nullable=True),
