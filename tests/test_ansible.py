@@ -1,11 +1,12 @@
 """Fleet deployment (ansible/): lint, syntax, and the roles applied for real.
 
-The probe and broker roles run against two fresh Debian bookworm roots made with debootstrap
-(``community.general.chroot``), through ``site.yml`` and the example inventory (the setup of
-``make demo``) with a small overlay inventory that points the hosts at the roots.  The play
-runs twice; the second run must change nothing.  Then the deployed files are checked where
-they landed: the probe's configuration with ``probe check-config`` inside its root, the broker
-by starting mosquitto inside its root and connecting with certificates the pki role issued.
+The probe, broker and ops roles run against three fresh Debian bookworm roots made with
+debootstrap (``community.general.chroot``), through ``site.yml`` and the example inventory (the
+setup of ``make demo``) with a small overlay inventory that points the hosts at the roots.  The
+play runs twice; the second run must change nothing.  Then the deployed files are checked where
+they landed: the probe's configuration with ``probe check-config`` and the ops service's with
+``probe ops check-config`` inside their roots, the broker by starting mosquitto inside its root
+and connecting with certificates the pki role issued.
 
 Needs root (chroot, debootstrap).  Cached per machine (tests/ansible_support).
 """
@@ -96,6 +97,7 @@ def test_every_issue_playbook_exists() -> None:
 class Deployment:
     probe_root: Path
     broker_root: Path
+    ops_root: Path
     pki: Path
     broker_port: int
     recaps: list[dict[str, dict[str, int]]]
@@ -135,6 +137,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory,
     house = support.wheelhouse()
     probe_root = support.unpack_root(tmp / "probe-root")
     broker_root = support.unpack_root(tmp / "broker-root")
+    ops_root = support.unpack_root(tmp / "ops-root")
     source = snapshot_source(tmp / "src")
     port = free_port()
     overlay = tmp / "ci.yml"
@@ -159,6 +162,14 @@ all:
           ansible_python_interpreter: /usr/bin/python3
           broker_port: {port}
           broker_ip_addresses: [127.0.0.1]
+    ops:
+      hosts:
+        central-ops:
+          ansible_connection: community.general.chroot
+          ansible_host: {ops_root}
+          ansible_become: false
+          ansible_python_interpreter: /usr/bin/python3
+          hotline_probe_ops_wheelhouse: {house}
 """)
     pki = tmp / "pki"
     cmd = [str(support.VENV_BIN / "ansible-playbook"), "site.yml",
@@ -175,9 +186,9 @@ all:
             (support.CACHE / f"last-run-{len(logs)}.log").write_text(logs[-1])
             assert proc.returncode == 0, logs[-1][-12000:]
             recaps.append(recap(proc.stdout))
-        yield Deployment(probe_root, broker_root, pki, port, recaps, logs)
+        yield Deployment(probe_root, broker_root, ops_root, pki, port, recaps, logs)
     finally:
-        for root in (probe_root, broker_root):
+        for root in (probe_root, broker_root, ops_root):
             support.keep_apt_archives(root)
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -199,8 +210,9 @@ def chroot(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_both_runs_succeed_and_the_second_changes_nothing(deployment: Deployment) -> None:
     first, second = deployment.recaps
-    assert {"demo-probe", "central-broker", "localhost"} <= set(first)
-    assert first["demo-probe"]["changed"] > 0 and first["central-broker"]["changed"] > 0
+    assert {"demo-probe", "central-broker", "central-ops", "localhost"} <= set(first)
+    for host in ("demo-probe", "central-broker", "central-ops"):
+        assert first[host]["changed"] > 0, host
     for host, counts in second.items():
         assert counts["failed"] == 0 and counts["unreachable"] == 0, host
         assert counts["changed"] == 0, (
@@ -294,6 +306,64 @@ def test_probe_appliance_settings(deployment: Deployment) -> None:
     assert "RuntimeWatchdogSec=15" in watchdog
     journald = (etc / "journald.conf.d/hotline-probe.conf").read_text()
     assert "Storage=volatile" in journald and "RuntimeMaxUse=32M" in journald
+
+
+# --------------------------------------------------------------------------- the ops service
+
+OPS_CONFIG = "/etc/hotline-probe/ops.toml"
+
+
+def test_rendered_ops_configuration_passes_check_config(deployment: Deployment) -> None:
+    """With the secrets of ops.env in the environment, as the unit starts it."""
+    proc = chroot(deployment.ops_root, "/bin/sh", "-c",
+                  "set -a; . /etc/hotline-probe/ops.env; exec "
+                  f"/opt/hotline-probe-ops/.venv/bin/probe ops check-config -c {OPS_CONFIG}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "central-ops" in proc.stdout
+
+
+def test_ops_configuration_is_the_inventory(deployment: Deployment) -> None:
+    config = tomllib.loads((deployment.ops_root / OPS_CONFIG.lstrip("/")).read_text())
+    assert config["ops"]["instance"] == "central-ops"
+    assert config["ops"]["state_dir"] == "/var/lib/hotline-probe-ops"
+    assert config["database"] == {
+        "url": "postgresql+psycopg://hotline-probe-ops@/hotline_probe_ops?host=/run/postgresql"}
+    assert config["mqtt"]["host"] == "mqtt.hotline.example"
+    assert config["mqtt"]["port"] == deployment.broker_port
+    assert config["mqtt"]["client_id"] == "hotline-probe-ops"
+    assert config["mqtt"]["tls"] == {"ca_file": "/etc/hotline-probe/ops-tls/ca.crt",
+                                     "cert_file": "/etc/hotline-probe/ops-tls/ops.crt",
+                                     "key_file": "/etc/hotline-probe/ops-tls/ops.key"}
+    assert config["http"] == {"listen": "127.0.0.1", "port": 8080,
+                              "trusted_proxies": ["127.0.0.1"]}
+    assert config["correlation"] == {"round_s": 300, "min_sites": 1}
+    assert [r["name"] for r in config["receivers"]] == ["oncall-chat", "hotline-team"]
+    assert config["receivers"][1]["password_env"] == "HOTLINE_PROBE_OPS_SMTP_PASSWORD"
+
+
+def test_ops_secrets_are_private(deployment: Deployment) -> None:
+    root = deployment.ops_root
+    env = root / "etc/hotline-probe/ops.env"
+    assert owner_and_mode(env, root) == ("root", "root", 0o600)
+    assert 'HOTLINE_PROBE_OPS_SMTP_PASSWORD="demo-smtp-password"' in env.read_text().splitlines()
+    assert owner_and_mode(root / "etc/hotline-probe/ops-tls/ops.key", root) == (
+        "hotline-probe-ops", "hotline-probe-ops", 0o600)
+    assert owner_and_mode(root / OPS_CONFIG.lstrip("/"), root) == (
+        "root", "hotline-probe-ops", 0o640)
+    assert "demo-smtp-password" not in (root / OPS_CONFIG.lstrip("/")).read_text()
+
+
+def test_ops_unit_is_the_shipped_one_and_enabled(deployment: Deployment) -> None:
+    root = deployment.ops_root
+    unit = root / "etc/systemd/system/hotline-probe-ops.service"
+    assert unit.read_bytes() == (
+        support.REPO / "deploy/systemd/hotline-probe-ops.service").read_bytes()
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    assert (wants / "hotline-probe-ops.service").is_symlink()
+    assert (root / "usr/lib/postgresql").is_dir()  # hotline_probe_ops_manage_postgresql
+    proc = chroot(root, "systemd-analyze", "verify",
+                  "/etc/systemd/system/hotline-probe-ops.service")
+    assert "hotline-probe-ops.service" not in proc.stderr, proc.stderr
 
 
 # --------------------------------------------------------------------------- the broker
@@ -403,6 +473,30 @@ def test_broker_accepts_pki_certificates_and_denies_cross_probe_publishing(
         while len(ops.messages) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert sorted(t for t, _ in ops.messages) == [f"{TOPIC}/demo-probe/cmd/reboot",
+                                                      f"{TOPIC}/demo-probe/result"]
+    finally:
+        probe.close()
+        ops.close()
+
+
+def test_broker_gives_the_ops_service_results_and_recordings(broker: Deployment) -> None:
+    """The ops service's certificate (CN hotline-probe-ops) and its shared subscription."""
+    ops = Client(broker.pki, "hotline-probe-ops", broker.broker_port)
+    probe = Client(broker.pki, "demo-probe", broker.broker_port)
+    try:
+        ops.client.subscribe(f"$share/ops/{TOPIC}/+/result", qos=1)
+        ops.client.subscribe(f"$share/ops/{TOPIC}/+/recording", qos=1)
+        time.sleep(0.3)
+        assert probe.publish(f"{TOPIC}/demo-probe/result") == 0
+        assert probe.publish(f"{TOPIC}/demo-probe/recording") == 0
+        assert probe.publish(f"{TOPIC}/branch-017/recording") == 0x87
+        assert ops.publish(f"{TOPIC}/demo-probe/result") == 0x87  # ops only write commands
+        # Allowed; 0x10 "no matching subscribers": nobody listens to commands here.
+        assert ops.publish(f"{TOPIC}/demo-probe/cmd/reboot") == 0x10
+        deadline = time.monotonic() + 5
+        while len(ops.messages) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sorted(t for t, _ in ops.messages) == [f"{TOPIC}/demo-probe/recording",
                                                       f"{TOPIC}/demo-probe/result"]
     finally:
         probe.close()
