@@ -17,6 +17,7 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/ruff check probe tests
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 bench: setup

@@ -50,6 +50,7 @@ from probe.ops import auth
 from probe.ops.auth import Role
 from probe.ops.causes import ALL_CAUSES, describe
 from probe.ops.config import NAME_PATTERN, OpsConfig
+from probe.ops.console import console_router
 from probe.ops.db import (
     ApiToken,
     AuditLog,
@@ -571,13 +572,17 @@ def _presence_state(probe: Probe) -> str:
     return probe.state if probe.state in ("online", "offline") else "unknown"
 
 
+def _table(doc: dict[str, Any], key: str) -> dict[str, Any]:
+    """``doc[key]`` when it is an object, else empty: health is the probe's word, checked."""
+    value = doc.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _health_summary(health: dict[str, Any] | None) -> HealthSummary | None:
     if not isinstance(health, dict):
         return None
-    status = health.get("status") if isinstance(health.get("status"), dict) else {}
-    outbox = health.get("outbox") if isinstance(health.get("outbox"), dict) else {}
-    versions = health.get("versions") if isinstance(health.get("versions"), dict) else {}
-    channels = health.get("channels") if isinstance(health.get("channels"), dict) else {}
+    status, outbox, versions, channels = (_table(health, key) for key in (
+        "status", "outbox", "versions", "channels"))
     return HealthSummary(
         ok=status.get("ok") if isinstance(status.get("ok"), bool) else None,
         faults=[str(f) for f in status.get("faults") or []],
@@ -1228,6 +1233,7 @@ def create_app(config: OpsConfig, sessions: sessionmaker[Session], *,
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(console_router(config, sessions))
     return app
 
 

@@ -48,7 +48,7 @@ class AuthError(ValueError):
 
 def role_at_least(role: str, minimum: Role) -> bool:
     """True when ``role`` includes everything ``minimum`` may do (unknown roles: nothing)."""
-    return role in ROLES and ROLES.index(role) >= ROLES.index(minimum)  # type: ignore[arg-type]
+    return role in ROLES and ROLES.index(role) >= ROLES.index(minimum)
 
 
 # --------------------------------------------------------------------------- passwords

@@ -381,11 +381,11 @@ def insert_for(session: Session, model: type[Base]) -> Any:
     """The backend's INSERT with ``on_conflict_do_nothing`` / ``on_conflict_do_update``: the
     unique constraint, not a cache, decides what is a duplicate.  (SQLAlchemy ships both; the
     two dialects' insert constructs have the same interface.)"""
+    from sqlalchemy.dialects import postgresql, sqlite
+
     if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(model)
+        return postgresql.insert(model)
+    return sqlite.insert(model)
 
 
 def add_counter(session: Session, name: str, by: int = 1) -> None:

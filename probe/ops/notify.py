@@ -663,7 +663,7 @@ def refresh_alerts(sessions: sessionmaker[Session], config: OpsConfig, *,
                     Incident.resolved_at.is_(None), announced).order_by(Incident.id)):
                 posts.append((receiver, render(incident, [], "update", receiver,
                                                config.ops.language, config.ops.public_url)))
-    accepted, errors = 0, {}
+    accepted, errors = 0, dict[str, int]()
     for receiver, message in posts:
         try:
             send(receiver, message)

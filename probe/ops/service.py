@@ -84,6 +84,12 @@ class Dirty:
         return targets, probes
 
 
+def _deleted(result: Any) -> int:
+    """Rows a DELETE removed (a CursorResult's rowcount: reliable for DELETE on both
+    backends)."""
+    return int(result.rowcount)
+
+
 class OpsService:
     def __init__(self, config: OpsConfig, *, timing: Timing = Timing(),
                  on_change: Callable[[list[Change]], None] | None = None) -> None:
@@ -247,19 +253,15 @@ class OpsService:
         now = now or utcnow()
         r = self.config.retention
         days = dt.timedelta(days=1)
+        tables = (("results", Result, Result.started_at, r.results_days),
+                  ("recordings", Recording, Recording.received_at, r.recordings_days),
+                  ("quarantine", Quarantine, Quarantine.received_at, r.quarantine_days),
+                  ("login_attempts", LoginAttempt, LoginAttempt.at, 1))
         with transaction(self.sessions) as session:
-            counts = {
-                "results": session.execute(delete(Result).where(
-                    Result.started_at < now - r.results_days * days)).rowcount,
-                "recordings": session.execute(delete(Recording).where(
-                    Recording.received_at < now - r.recordings_days * days)).rowcount,
-                "quarantine": session.execute(delete(Quarantine).where(
-                    Quarantine.received_at < now - r.quarantine_days * days)).rowcount,
-                "login_attempts": session.execute(delete(LoginAttempt).where(
-                    LoginAttempt.at < now - days)).rowcount,
-            }
+            counts = {name: _deleted(session.execute(delete(model).where(
+                column < now - keep * days))) for name, model, column, keep in tables}
         log.info("retention: removed %s", counts)
-        return counts  # type: ignore[return-value]
+        return counts
 
     # -- HTTP -----------------------------------------------------------------------------------
     def _start_http(self) -> None:
