@@ -64,11 +64,10 @@ from probe.ops.db import (
     Recording,
     Result,
     User,
-    lock_key,
     transaction,
     utcnow,
 )
-from probe.ops.incidents import resolve_by_hand
+from probe.ops.incidents import IncidentStateError, change_by_hand, lock_incident
 from probe.ops.maintenance import PERIODS, in_maintenance, last_end, windows_between
 from probe.ops.metrics import percentile, registry_for
 
@@ -842,38 +841,20 @@ def get_incident(incident_id: int, _: Viewer, ctx: Ctx, lang: Lang | None = None
         return _incident_detail(session, incident, lang or ctx.config.ops.language)
 
 
-def _locked_incident(session: Session, incident_id: int) -> Incident:
-    """The incident, re-read under the lock the incident engine takes for it (the same key,
-    taken first as it does), so a correlation round in another instance and this change come
-    one after the other, never interleaved."""
-    incident = session.get(Incident, incident_id)
-    if incident is None:
-        raise HTTPException(404, "no such incident")
-    lock_key(session, f"target:{incident.target}" if incident.target
-             else f"probe:{incident.subject}")
-    session.refresh(incident)
-    return incident
-
-
 def _incident_change(ctx: Ctx, request: Request, principal: Principal, incident_id: int,
-                     kind: str, allowed: tuple[str, ...], detail: dict[str, Any]
+                     kind: str, detail: dict[str, Any]
                      ) -> IncidentDetail:
     """Move an incident (``kind``: acknowledged / resolved / comment) with its event and audit
-    row, all in one transaction; 409 when its state is not one of ``allowed``."""
+    row, all in one transaction; 409 when its state does not allow it (incidents.BY_HAND)."""
     now = utcnow()
     with transaction(ctx.sessions) as session:
-        incident = _locked_incident(session, incident_id)
-        if incident.state not in allowed:
-            raise HTTPException(409, f"the incident is {incident.state}")
-        if kind == "resolved":  # the engine's own path: its event, and the "resolve" notices
-            resolve_by_hand(session, ctx.config, incident, principal.name, now)
-        else:
-            if kind == "acknowledged":
-                incident.state, incident.acknowledged_at = "acknowledged", now
-                incident.acknowledged_by = principal.name
-            incident.updated_at = now
-            session.add(IncidentEvent(incident_id=incident.id, at=now, kind=kind,
-                                      actor=principal.name, detail=detail))
+        incident = lock_incident(session, incident_id)
+        if incident is None:
+            raise HTTPException(404, "no such incident")
+        try:
+            change_by_hand(session, ctx.config, incident, kind, principal.name, now, detail)
+        except IncidentStateError as err:
+            raise HTTPException(409, str(err)) from err
         auth.audit(session, principal.name, f"incident.{kind}", f"incident:{incident.id}",
                    detail, remote(request, ctx))
         session.flush()
@@ -885,7 +866,7 @@ def _incident_change(ctx: Ctx, request: Request, principal: Principal, incident_
 def acknowledge(incident_id: int, request: Request, principal: Operator, ctx: Ctx
                 ) -> IncidentDetail:
     """Someone is on it.  Notifications and correlation go on as before."""
-    return _incident_change(ctx, request, principal, incident_id, "acknowledged", ("open",), {})
+    return _incident_change(ctx, request, principal, incident_id, "acknowledged", {})
 
 
 @router.post("/incidents/{incident_id}/resolve", response_model=IncidentDetail,
@@ -894,8 +875,7 @@ def resolve(incident_id: int, request: Request, principal: Operator, ctx: Ctx
             ) -> IncidentDetail:
     """Resolve by hand (notified as resolved; if the fault persists, correlation opens a new
     incident)."""
-    return _incident_change(ctx, request, principal, incident_id, "resolved",
-                            ("open", "acknowledged"), {})
+    return _incident_change(ctx, request, principal, incident_id, "resolved", {})
 
 
 @router.post("/incidents/{incident_id}/comments", response_model=IncidentDetail,
@@ -903,7 +883,7 @@ def resolve(incident_id: int, request: Request, principal: Operator, ctx: Ctx
 def comment(incident_id: int, body: CommentIn, request: Request, principal: Operator,
             ctx: Ctx) -> IncidentDetail:
     return _incident_change(ctx, request, principal, incident_id, "comment",
-                            ("open", "acknowledged", "resolved"), {"text": body.text})
+                            {"text": body.text})
 
 
 # =========================================================================== maintenance

@@ -293,9 +293,48 @@ def _resolve(session: Session, config: OpsConfig, incident: Incident, now: dt.da
     return [Change(incident.id, incident.key, "resolved")]
 
 
-def resolve_by_hand(session: Session, config: OpsConfig, incident: Incident, user: str,
-                    now: dt.datetime) -> None:
-    """An engineer closes it (the console / API): recorded as theirs, notified as resolved."""
-    lock_key(session, f"target:{incident.target}" if incident.target
-             else f"probe:{incident.subject}")
-    _resolve(session, config, incident, now, "resolved by hand", {}, actor=user)
+# --------------------------------------------------------------------------- by hand
+
+#: What a person may do to an incident (the API and the console), from which states.
+BY_HAND: dict[str, tuple[str, ...]] = {
+    "acknowledged": ("open",),
+    "resolved": ("open", "acknowledged"),
+    "comment": ("open", "acknowledged", "resolved"),
+}
+
+
+class IncidentStateError(ValueError):
+    """The incident is not in a state that allows the change (someone was quicker)."""
+
+
+def lock_key_of(incident: Incident) -> str:
+    """The lock the evaluation of this incident takes (its target's, or its probe's)."""
+    return f"target:{incident.target}" if incident.target else f"probe:{incident.subject}"
+
+
+def lock_incident(session: Session, incident_id: int) -> Incident | None:
+    """The incident re-read under the lock the engine takes for it, so a person's change and a
+    correlation round in another instance come one after the other, never interleaved."""
+    incident = session.get(Incident, incident_id)
+    if incident is None:
+        return None
+    lock_key(session, lock_key_of(incident))
+    session.refresh(incident)
+    return incident
+
+
+def change_by_hand(session: Session, config: OpsConfig, incident: Incident, kind: str,
+                   user: str, now: dt.datetime, detail: dict[str, Any] | None = None) -> None:
+    """Acknowledge (the checks go on), resolve (recorded as the person's, notified as
+    resolved) or comment on a locked incident; :class:`IncidentStateError` when its state
+    does not allow it."""
+    if incident.state not in BY_HAND[kind]:
+        raise IncidentStateError(f"the incident is {incident.state}")
+    if kind == "resolved":
+        _resolve(session, config, incident, now, "resolved by hand", {}, actor=user)
+        return
+    if kind == "acknowledged":
+        incident.state, incident.acknowledged_at, incident.acknowledged_by = (
+            "acknowledged", now, user)
+    incident.updated_at = now
+    _event(session, incident, kind, now, detail or {}, actor=user)

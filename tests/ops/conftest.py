@@ -4,17 +4,24 @@ ops services started against them."""
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
+from fastapi import FastAPI
 
+from probe.ops.api import server_config
 from probe.ops.config import OpsConfig, parse_ops_config
 from probe.ops.service import OpsService, Timing
 from probe.sim.broker import LocalBroker
+from probe.sim.ports import free_port
 from probe.sim.postgres import LocalPostgres
 
 FAST = Timing(evaluate_s=0.05, notify_s=0.2, retention_s=3600)
@@ -81,3 +88,26 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 15, what: str = ""
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what or predicate}")
+
+
+@contextmanager
+def served(app: FastAPI, cfg: OpsConfig) -> Iterator[str]:
+    """``app`` on a real uvicorn at 127.0.0.1 (a free port; another one if it was taken)."""
+    for _attempt in range(5):
+        port = free_port(kind=socket.SOCK_STREAM)
+        server = uvicorn.Server(server_config(app, cfg, host="127.0.0.1", port=port,
+                                              log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started and thread.is_alive():
+            time.sleep(0.02)
+        if server.started:
+            break
+        thread.join()
+    else:
+        raise RuntimeError("uvicorn did not start")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -7,19 +7,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
@@ -27,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
 from probe.ops import auth
-from probe.ops.api import client_address, create_app, request_is_https, server_config
+from probe.ops.api import client_address, create_app, request_is_https
 from probe.ops.config import HttpConfig, OpsConfig
 from probe.ops.db import (
     ApiToken,
@@ -51,7 +47,7 @@ from probe.ops.db import (
     utcnow,
 )
 from probe.ops.maintenance import in_maintenance
-from probe.sim.ports import free_port
+from tests.ops.conftest import served
 
 PASSWORD = "correct horse battery"
 T0 = dt.datetime(2025, 3, 3, 12, 0, tzinfo=dt.UTC)  # a Monday
@@ -82,29 +78,6 @@ def add_user(sessions: sessionmaker[Session], name: str, role: str) -> str:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-@contextmanager
-def served(app: FastAPI, cfg: OpsConfig) -> Iterator[str]:
-    """``app`` on a real uvicorn at 127.0.0.1 (a free port; another one if it was taken)."""
-    for _attempt in range(5):
-        port = free_port(kind=socket.SOCK_STREAM)
-        server = uvicorn.Server(server_config(app, cfg, host="127.0.0.1", port=port,
-                                              log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started and thread.is_alive():
-            time.sleep(0.02)
-        if server.started:
-            break
-        thread.join()
-    else:
-        raise RuntimeError("uvicorn did not start")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def result_row(n: int, *, target: str = "support", probe: str = "p1", channel: str = "sip",

@@ -12,13 +12,11 @@ import io
 import json
 import math
 import re
-import socket
 import struct
 import threading
 import time
 import wave
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -26,7 +24,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
@@ -38,7 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from probe.ops import auth
-from probe.ops.api import create_app, server_config
+from probe.ops.api import create_app
 from probe.ops.config import OpsConfig, parse_ops_config
 from probe.ops.console import console_router
 from probe.ops.console.details import health_facts
@@ -60,7 +57,7 @@ from probe.ops.db import (
 )
 from probe.ops.messages import ResultIn, parse_message
 from probe.ops.store import Stored, store
-from probe.sim.ports import free_port
+from tests.ops.conftest import served
 from tests.ops.fleet import aligned, result_doc
 
 PASSWORD = "correct horse battery"
@@ -230,28 +227,6 @@ def make_app(config: OpsConfig, sessions: sessionmaker[Session]) -> FastAPI:
     if not any(getattr(r, "path", None) == "/login" for r in app.routes):
         app.include_router(console_router(config, sessions))  # the lead has not mounted it yet
     return app
-
-
-@contextmanager
-def served(app: FastAPI, config: OpsConfig) -> Iterator[str]:
-    for _attempt in range(5):
-        port = free_port(kind=socket.SOCK_STREAM)
-        server = uvicorn.Server(server_config(app, config, host="127.0.0.1", port=port,
-                                              log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started and thread.is_alive():
-            time.sleep(0.02)
-        if server.started:
-            break
-        thread.join()
-    else:
-        raise RuntimeError("uvicorn did not start")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture(scope="module")

@@ -43,11 +43,10 @@ from probe.ops.db import (
     IncidentEvent,
     Maintenance,
     Result,
-    lock_key,
     transaction,
     utcnow,
 )
-from probe.ops.incidents import resolve_by_hand
+from probe.ops.incidents import IncidentStateError, change_by_hand, lock_incident
 
 SSE_POLL_S = 2.0
 SSE_KEEPALIVE_S = 15.0
@@ -227,12 +226,11 @@ def add_incident_routes(router: APIRouter, web: Web) -> None:
     @router.post("/incidents/{incident_id}/ack")
     def acknowledge(request: Request, incident_id: int, csrf: OptionalForm = None
                     ) -> Response:
-        return _change(web, request, incident_id, csrf, "acknowledged", ("open",), {})
+        return _change(web, request, incident_id, csrf, "acknowledged", {})
 
     @router.post("/incidents/{incident_id}/resolve")
     def resolve(request: Request, incident_id: int, csrf: OptionalForm = None) -> Response:
-        return _change(web, request, incident_id, csrf, "resolved", ("open", "acknowledged"),
-                       {})
+        return _change(web, request, incident_id, csrf, "resolved", {})
 
     @router.post("/incidents/{incident_id}/comment")
     def comment(request: Request, incident_id: int, text: FormStr, csrf: OptionalForm = None
@@ -240,8 +238,7 @@ def add_incident_routes(router: APIRouter, web: Web) -> None:
         text = text.strip()[:4000]
         if not text:
             raise HTTPException(422, "an empty comment")
-        return _change(web, request, incident_id, csrf, "comment",
-                       ("open", "acknowledged", "resolved"), {"text": text})
+        return _change(web, request, incident_id, csrf, "comment", {"text": text})
 
     @router.post("/maintenance")
     def add_maintenance(request: Request, starts_at: FormStr, ends_at: FormStr,
@@ -287,42 +284,27 @@ def _utc_local(value: str | None) -> str | None:
 
 
 def _change(web: Web, request: Request, incident_id: int, csrf: str | None, kind: str,
-            allowed: tuple[str, ...], detail: dict[str, Any]) -> Response:
+            detail: dict[str, Any]) -> Response:
     """An incident acknowledged / resolved / commented, as ``POST /api/v1/incidents/...``
     does it: the incident's lock, its event (the incident engine's own resolve, which also
     notifies), an audit row, one transaction."""
     user = web.operator(request, csrf)
     now = utcnow()
     with transaction(web.sessions) as session:
-        incident = session.get(Incident, incident_id)
+        incident = lock_incident(session, incident_id)
         if incident is None:
             raise HTTPException(404, "no such incident")
-        lock_key(session, f"target:{incident.target}" if incident.target
-                 else f"probe:{incident.subject}")
-        session.refresh(incident)
-        if incident.state not in allowed:
-            conflict = f"the incident is {incident.state}"
-        else:
+        try:
+            change_by_hand(session, web.config, incident, kind, user.name, now, detail)
             conflict = None
-            _apply(session, web, incident, kind, user, now, detail)
+        except IncidentStateError as err:
+            conflict = str(err)
+        else:
             auth.audit(session, user.name, f"incident.{kind}", f"incident:{incident.id}",
                        detail, web.remote(request))
     if conflict is not None:  # someone was quicker: show them the incident as it is now
         return incident_page(web, request, user, incident_id, error=conflict, status=409)
     return see_other(f"/incidents/{incident_id}")
-
-
-def _apply(session: Any, web: Web, incident: Incident, kind: str, user: User,
-           now: dt.datetime, detail: dict[str, Any]) -> None:
-    if kind == "resolved":
-        resolve_by_hand(session, web.config, incident, user.name, now)
-        return
-    if kind == "acknowledged":
-        incident.state, incident.acknowledged_at = "acknowledged", now
-        incident.acknowledged_by = user.name
-    incident.updated_at = now
-    session.add(IncidentEvent(incident_id=incident.id, at=now, kind=kind, actor=user.name,
-                              detail=detail))
 
 
 def incident_page(web: Web, request: Request, user: User, incident_id: int, *,
