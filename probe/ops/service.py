@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from probe.ops.config import OpsConfig
 from probe.ops.db import (
+    HealthSample,
     Lease,
     LoginAttempt,
     Quarantine,
@@ -55,6 +56,9 @@ class Timing:
     """How often the background loops run (tests shorten them)."""
 
     evaluate_s: float = 0.2
+    #: A target is judged again at most this often: with a thousand probes reporting, every
+    #: batch would otherwise reload the target's whole window (incident latency stays ~1 s).
+    target_every_s: float = 1.0
     notify_s: float = 1.0
     alert_refresh_s: float = 60.0
     retention_s: float = 3600.0
@@ -66,22 +70,39 @@ class Dirty:
 
     targets: set[str] = field(default_factory=set)
     probes: set[str] = field(default_factory=set)
+    seen_probes: set[str] = field(default_factory=set)  # new results: only if an incident is open
     lock: threading.Lock = field(default_factory=threading.Lock)
     wake: threading.Event = field(default_factory=threading.Event)
+    last_judged: dict[str, float] = field(default_factory=dict)
 
     def add(self, stored: Stored) -> None:
         with self.lock:
             self.targets |= stored.targets
             self.probes |= stored.probes
+            self.seen_probes |= stored.seen_probes
         if stored.targets or stored.probes:
             self.wake.set()
 
-    def take(self) -> tuple[set[str], set[str]]:
+    def take(self, every_s: float = 0.0,
+             clock: Callable[[], float] = time.monotonic) -> tuple[set[str], set[str], set[str]]:
+        """The targets due (not judged in the last ``every_s``; the others stay for later),
+        the probes with news, the probes that merely sent results."""
+        now = clock()
         with self.lock:
-            targets, probes = self.targets, self.probes
-            self.targets, self.probes = set(), set()
-        self.wake.clear()
-        return targets, probes
+            due = {t for t in self.targets if now - self.last_judged.get(t, -1e18) >= every_s}
+            self.targets -= due
+            for target in due:
+                self.last_judged[target] = now
+            probes, seen = self.probes, self.seen_probes
+            self.probes, self.seen_probes = set(), set()
+            if not self.targets:
+                self.wake.clear()
+        return due, probes, seen
+
+    @property
+    def idle(self) -> bool:
+        with self.lock:
+            return not (self.targets or self.probes or self.seen_probes)
 
 
 def _deleted(result: Any) -> int:
@@ -178,8 +199,22 @@ class OpsService:
         while not self._stop.is_set():
             self.beats["ops-evaluator"] = time.monotonic()
             self.dirty.wake.wait(self.timing.evaluate_s)
-            targets, probes = self.dirty.take()
-            self.evaluate(targets, probes)
+            targets, probes, seen = self.dirty.take(self.timing.target_every_s)
+            self.evaluate(targets, probes | self._with_open_probe_incidents(seen))
+            if self.dirty.targets:  # not yet due: sleep until the evaluate_s tick, not busy
+                self._stop.wait(self.timing.evaluate_s)
+
+    def _with_open_probe_incidents(self, probes: set[str]) -> set[str]:
+        """Of these probes, the ones whose own incident is open: a new, good result may
+        resolve it.  (Others sent nothing that could change their probe-local judgement.)"""
+        if not probes:
+            return set()
+        from probe.ops.db import Incident
+
+        with self.sessions() as session:
+            return set(session.scalars(select(Incident.subject).where(
+                Incident.scope == "probe", Incident.resolved_at.is_(None),
+                Incident.subject.in_(sorted(probes)))))
 
     def evaluate(self, targets: set[str], probes: set[str],
                  now: dt.datetime | None = None) -> list[Change]:
@@ -249,13 +284,15 @@ class OpsService:
             return taken is not None
 
     def purge(self, now: dt.datetime | None = None) -> dict[str, int]:
-        """Retention: results, recordings and quarantine older than configured."""
+        """Retention: results, recordings, quarantine and health samples older than
+        configured."""
         now = now or utcnow()
         r = self.config.retention
         days = dt.timedelta(days=1)
         tables = (("results", Result, Result.started_at, r.results_days),
                   ("recordings", Recording, Recording.received_at, r.recordings_days),
                   ("quarantine", Quarantine, Quarantine.received_at, r.quarantine_days),
+                  ("health_samples", HealthSample, HealthSample.at, r.health_days),
                   ("login_attempts", LoginAttempt, LoginAttempt.at, 1))
         with transaction(self.sessions) as session:
             counts = {name: _deleted(session.execute(delete(model).where(

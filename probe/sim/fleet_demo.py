@@ -85,7 +85,7 @@ def report(say: Callable[[str], None], ops: OpsService, expected_results: int,
     while time.monotonic() < deadline:
         with ops.sessions() as s:
             stored = s.scalar(select(func.count()).select_from(Result)) or 0
-        if stored >= expected_results and not ops.dirty.targets and not ops.dirty.probes:
+        if stored >= expected_results and ops.dirty.idle:
             break
         time.sleep(0.1)
     with ops.sessions() as s:

@@ -5,7 +5,8 @@ Figures only: nothing here asserts a timing (a loaded CI machine must not fail a
     .venv/bin/python -m tests.benchmarks                 # everything (~25 minutes: the full tone
                                                          # corpus and 10 minutes of idle daemon)
     .venv/bin/python -m tests.benchmarks --quick         # smoke run (~3 minutes)
-    .venv/bin/python -m tests.benchmarks --only timing   # one of timing|cost|audio|modem|outbox
+    .venv/bin/python -m tests.benchmarks --only timing   # one of timing|cost|audio|modem|outbox|
+                                                         # console|ops
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ import sys
 import time
 from collections.abc import Sequence
 
-from . import bench_audio, bench_call_cost, bench_modem, bench_outbox, bench_timing
+from . import (
+    bench_audio,
+    bench_call_cost,
+    bench_console,
+    bench_modem,
+    bench_ops,
+    bench_outbox,
+    bench_timing,
+)
 from ._stats import ErrorStats, table
 
 QUICK_CALLS = 8
@@ -35,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=bench_timing.DEFAULT_SEED,
                    help="seed of the imposed delays (default %(default)s)")
     p.add_argument("--quick", action="store_true", help="fewer calls: a smoke run")
-    p.add_argument("--only", choices=("timing", "cost", "audio", "modem", "outbox"),
+    p.add_argument("--only", choices=("timing", "cost", "audio", "modem", "outbox", "console",
+                                      "ops"),
                    help="run one benchmark only")
     args = p.parse_args(argv)
     calls = args.calls if args.calls is not None else (QUICK_CALLS if args.quick else 50)
@@ -58,6 +68,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(bench_modem.report(modem), end="\n\n", flush=True)
     if args.only in (None, "outbox"):  # store-and-forward, and the idle daemon (10 min)
         bench_outbox.main(["--idle-s", "30" if args.quick else "600"])
+        print(flush=True)
+    if args.only in (None, "console"):  # ops console: the fleet page with 1,000 probes
+        console = bench_console.run(quick=args.quick, sqlite=not args.quick,
+                                    browser_loads=2 if args.quick else 5)
+        print(bench_console.report(console), end="\n\n", flush=True)
+    if args.only in (None, "ops"):  # central ops: ingest rate, scaling, latency (~8 min)
+        bench_ops.main(["--quick"] if args.quick else [])
         print(flush=True)
     print(summary(timing, cost, time.monotonic() - started))
     return 0

@@ -24,7 +24,7 @@ from probe.sim.broker import LocalBroker
 from probe.sim.ports import free_port
 from probe.sim.postgres import LocalPostgres
 
-FAST = Timing(evaluate_s=0.05, notify_s=0.2, retention_s=3600)
+FAST = Timing(evaluate_s=0.05, target_every_s=0.1, notify_s=0.2, retention_s=3600)
 
 
 @pytest.fixture(scope="session")

@@ -43,6 +43,7 @@ from probe.ops.console.texts import RU
 from probe.ops.db import (
     AuditLog,
     Command,
+    HealthSample,
     Incident,
     IncidentEvent,
     Maintenance,
@@ -56,7 +57,7 @@ from probe.ops.db import (
     utcnow,
 )
 from probe.ops.messages import ResultIn, parse_message
-from probe.ops.store import Stored, store
+from probe.ops.store import Stored, health_sample, store
 from tests.ops.conftest import served
 from tests.ops.fleet import aligned, result_doc
 
@@ -152,6 +153,8 @@ def seed(sessions: sessionmaker[Session], s: Seeded) -> None:
                                   {"content_type": "audio/wav",
                                    "user_properties": [("result_id", s.ids["p1-1"])]})
         store(session, recording, now, Stored())
+    _health_history(sessions, now)
+    with transaction(sessions) as session:
         _presence(session, now)
         s.incident_id = _incident(session, s, now)
         # p1's failure in round 2 was planned work: the SLA must not count it.
@@ -162,6 +165,39 @@ def seed(sessions: sessionmaker[Session], s: Seeded) -> None:
         auth.create_user(session, "viktor", PASSWORD, "viewer")
     assert s.votes[s.ids["p1-2"]] == "fail" and s.votes[s.ids["p2-gsm-3"]] == "local"
     assert s.votes[s.ids["p2-sip-1"]] == "degraded" and s.votes[s.ids["p1-1"]] == "ok"
+
+
+def health_report(minute: int) -> dict[str, Any]:
+    """p2's health ``minute`` minutes into its last hour: the line drops out for minutes
+    20-29, the modem moves from Orange to SFR at minute 40, a backlog builds up at 20-35."""
+    doc = copy.deepcopy(HEALTH) | {"probe_id": "p2", "site": "Office South"}
+    dead = 20 <= minute < 30
+    doc["line"] = {"state": "no_voltage" if dead else "idle", "dc_volts": 0.4 if dead else 48.1,
+                   "fault": dead}
+    doc["outbox"] = doc["outbox"] | {"count": max(0, min(minute - 19, 36 - minute)) * 3}
+    doc["channels"] = {"gsm": {"state": "idle", "modem": {
+        "operator": "Orange" if minute < 40 else "SFR", "access_technology": "LTE",
+        "signal_dbm": -71 - minute % 7, "state": "registered"}}}
+    return doc
+
+
+def _health_history(sessions: sessionmaker[Session], now: dt.datetime) -> None:
+    """An hour of p2's health reports, a minute apart, each through ingest's parse and store
+    in its own transaction (as ingest commits them); plus a repeat 10 s after one (skipped: one
+    sample per 30 s) and a report whose fields are all odd (stored, as nothing)."""
+    def deliver(doc: Any, at: dt.datetime) -> None:
+        item = parse_message("hotline-probe/v1/p2/health", json.dumps(doc).encode())
+        with transaction(sessions) as session:
+            store(session, item, at, Stored())
+
+    start = now - dt.timedelta(minutes=62)
+    for minute in range(60):
+        at = start + dt.timedelta(minutes=minute)
+        deliver(health_report(minute), at)
+        if minute == 5:
+            deliver(health_report(minute), at + dt.timedelta(seconds=10))
+    deliver({"outbox": "lots", "line": [1], "channels": {"gsm": {"modem": {"signal_dbm": "x"}}},
+             "clock_synced": "yes"}, start + dt.timedelta(minutes=61))
 
 
 def _presence(session: Session, now: dt.datetime) -> None:
@@ -319,6 +355,64 @@ def test_every_template_label_has_its_russian() -> None:
     labels |= {f.label for f in health_facts(HEALTH)}
     missing = sorted(label for label in labels if label not in RU)
     assert not missing, missing
+
+
+def test_health_sample_takes_what_it_can_and_never_fails() -> None:
+    full = health_sample(health_report(25))
+    assert full == {"outbox_count": 18, "outbox_dropped": 0, "line_state": "no_voltage",
+                    "line_volts": 0.4, "signal_dbm": -75.0, "operator": "Orange",
+                    "access_technology": "LTE", "clock_synced": True, "ok": True}
+    nothing = dict.fromkeys(full)
+    for odd in (None, [], "health", {}, {"outbox": [], "line": "idle", "channels": [1]},
+                {"outbox": {"count": True, "dropped": 1e300}, "status": {"ok": "yes"},
+                 "line": {"state": 7, "dc_volts": float("nan")},
+                 "channels": {"gsm": None, 3: {"modem": {"signal_dbm": -80}}}}):
+        assert health_sample(odd) == nothing, odd
+    # No gsm channel: the first modem that reports a signal (by channel name).
+    other = {"channels": {"analog": {"modem": {"state": "idle"}},
+                          "mobile": {"modem": {"signal_dbm": -90.5, "operator": "Free"}}}}
+    assert health_sample(other)["signal_dbm"] == -90.5
+    assert health_sample(other)["operator"] == "Free"
+
+
+def test_probe_page_charts_line_signal_and_outbox_over_time(fleet: Seeded,
+                                                            browser: WebDriver) -> None:
+    with transaction(fleet.sessions) as session:
+        samples = list(session.scalars(select(HealthSample).where(
+            HealthSample.probe_id == "p2").order_by(HealthSample.at)))
+    assert len(samples) == 61  # the repeat 10 s later was skipped; the odd one kept, empty
+    assert samples[-1].line_volts is None and samples[-1].outbox_count is None
+    login(browser, fleet, "viktor", "/probes/p2")
+    assert browser.find_element(By.CSS_SELECTOR, "#history-spans a.on").text == "24h"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#history figure.chart")) == 3
+    # Six hours: a bucket per minute, so each report of the last hour is a point.
+    browser.get(f"{fleet.base}/probes/p2?history=6h")
+    assert browser.find_element(By.CSS_SELECTOR, "#history-spans a.on").text == "6h"
+    line = browser.find_element(By.ID, "chart-line")
+    states = [b.get_attribute("data-state")
+              for b in line.find_elements(By.CSS_SELECTOR, "rect.state-band")]
+    assert states == ["idle", "no_voltage", "idle"]
+    widths = [float(b.get_attribute("width"))
+              for b in line.find_elements(By.CSS_SELECTOR, "rect.state-band")]
+    assert widths[0] > widths[1] > 0  # 20 minutes idle, then 10 without voltage
+    path = line.find_element(By.CSS_SELECTOR, "path.s-volts").get_attribute("d")
+    assert path.startswith("M") and path.count("L") >= 50
+    signal = browser.find_element(By.ID, "chart-signal")
+    assert [g.get_attribute("data-label") for g in signal.find_elements(
+        By.CSS_SELECTOR, "g.run-label")] == ["Orange · LTE", "SFR · LTE"]
+    assert "dBm" in signal.text
+    outbox = browser.find_element(By.ID, "chart-outbox")
+    ys = [float(p.split(",")[1]) for p in outbox.find_element(
+        By.CSS_SELECTOR, "path.s-outbox").get_attribute("d")[1:].split(" L")]
+    assert min(ys) < max(ys)  # the backlog rises and falls
+    # The charts are drawn, not just present: the browser laid them out at their size.
+    box = browser.execute_script(
+        "const r = document.querySelector('#chart-line svg').getBoundingClientRect();"
+        "return [r.width, r.height];")
+    assert box[0] > 600 and box[1] > 150
+    shot(browser, fleet, "probe-history")
+    browser.get(f"{fleet.base}/probes/p3")  # no health reports at all
+    assert browser.find_element(By.ID, "no-history")
 
 
 def test_login_redirects_back_and_refuses_a_wrong_password(fleet: Seeded,
@@ -524,3 +618,28 @@ def test_probe_page_health_presence_and_run_now(fleet: Seeded, browser: WebDrive
     assert "connection lost" in browser.find_element(By.ID, "presence").text
     shot(browser, fleet, "probe-offline")
     print(SimpleNamespace(screenshots=str(fleet.shots)))
+
+
+def test_fleet_grid_comes_a_page_at_a_time(fleet: Seeded, browser: WebDriver,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import probe.ops.console.fleet as fleet_module
+
+    monkeypatch.setattr(fleet_module, "ROWS_PER_PAGE", 2)  # the server runs in this process
+    login(browser, fleet, "viktor", "/?channel=sip")
+    pager = browser.find_element(By.ID, "grid-pager")
+    assert "Rows 1\u20132 of 3" in pager.text and pager.get_attribute("data-pages") == "2"
+    first = [r.get_attribute("data-probe") for r in browser.find_elements(
+        By.CSS_SELECTOR, "tr.fleet-row")]
+    assert first == ["p1", "p2"]
+    browser.find_element(By.ID, "page-next").click()
+    wait(browser, lambda d: d.find_element(By.ID, "grid-pager").get_attribute("data-page")
+         == "2", "the second page")
+    assert "channel=sip" in browser.current_url  # the filters stay
+    assert [r.get_attribute("data-probe") for r in browser.find_elements(
+        By.CSS_SELECTOR, "tr.fleet-row")] == ["p3"]
+    # The live fragment asks for the page it shows.
+    assert "page=2" in browser.find_element(By.ID, "grid").get_attribute("data-fragment")
+    assert not browser.find_elements(By.ID, "page-next")
+    browser.get(f"{fleet.base}/?channel=sip&page=99")  # past the end: the last page
+    assert browser.find_element(By.ID, "grid-pager").get_attribute("data-page") == "2"
+    assert not browser.find_elements(By.CSS_SELECTOR, "ul.quiet li")  # all have rows

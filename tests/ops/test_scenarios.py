@@ -43,7 +43,7 @@ def publish_rounds(fleet: FleetPublisher, plan: Plan, *, target: str = "support"
 def settle(service: OpsService, count: int) -> None:
     """Wait until ``count`` results are stored and the evaluator has looked at them."""
     wait_until(lambda: _results(service) >= count, what=f"{count} results stored")
-    wait_until(lambda: not service.dirty.targets and not service.dirty.probes,
+    wait_until(lambda: service.dirty.idle,
                what="evaluator idle")
     service.evaluate({"support"}, set())  # once more: nothing may change any further
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from probe.ops.db import Quarantine, Recording, Result, transaction, utcnow
+from probe.ops.db import HealthSample, Quarantine, Recording, Result, transaction, utcnow
 from probe.ops.service import OpsService
 from probe.sim.broker import LocalBroker
 from tests.ops.conftest import make_config
@@ -80,7 +80,7 @@ def test_retention_removes_only_what_is_older_than_configured(
         tmp_path: Path, broker: LocalBroker, start_ops: Callable[..., OpsService]) -> None:
     config = make_config(tmp_path, broker, f"sqlite:///{tmp_path}/ops.sqlite3",
                          retention={"results_days": 30, "recordings_days": 7,
-                                    "quarantine_days": 7})
+                                    "quarantine_days": 7, "health_days": 7})
     ops = start_ops(config)
     now = utcnow()
     old, recent = now - dt.timedelta(days=31), now - dt.timedelta(days=1)
@@ -94,8 +94,12 @@ def test_retention_removes_only_what_is_older_than_configured(
                             size=1, data=b"x",
                             received_at=old if i == 0 else now - dt.timedelta(days=6)))
             s.add(Quarantine(topic="t", reason="r", size=0, payload=b"", received_at=at))
+        for days in (8, 6):
+            s.add(HealthSample(probe_id="p1", at=now - dt.timedelta(days=days), outbox_count=0))
     counts = ops.purge(now)
-    assert counts == {"results": 1, "recordings": 1, "quarantine": 1, "login_attempts": 0}
+    assert counts == {"results": 1, "recordings": 1, "quarantine": 1, "health_samples": 1,
+                      "login_attempts": 0}
     with ops.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(HealthSample)) == 1
         assert s.scalar(select(func.count()).select_from(Result)) == 1
         assert s.scalar(select(func.count()).select_from(Recording)) == 1

@@ -135,14 +135,18 @@ def _filters(request: Request) -> Filters:
         value = (q.get(key) or "").strip()
         return value[:200] or None
 
-    try:
-        rounds = int(q.get("rounds") or DEFAULT_ROUNDS)
-    except ValueError:
-        rounds = DEFAULT_ROUNDS
+    def number(key: str, default: int) -> int:
+        try:
+            return int(q.get(key) or default)
+        except ValueError:
+            return default
+
     channel = text("channel")
     return Filters(target=text("target"), site=text("site"),
                    channel=channel if channel in CHANNEL_MARK else None,
-                   carrier=text("carrier"), rounds=min(max(rounds, 1), MAX_ROUNDS))
+                   carrier=text("carrier"),
+                   rounds=min(max(number("rounds", DEFAULT_ROUNDS), 1), MAX_ROUNDS),
+                   page=min(max(number("page", 1), 1), 1_000_000))
 
 
 def add_fleet_routes(router: APIRouter, web: Web) -> None:

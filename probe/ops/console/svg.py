@@ -245,3 +245,151 @@ def bands(analysis: dict[str, Any] | None, duration_s: float) -> Bands:
     step = _nice_step(span / 8)
     ticks = [(t / span * BANDS_W, f"{t:g} s") for t in _frange(0, span, step) if t <= span]
     return Bands(BANDS_W, LANE_H * len(LANES) + 22, span, list(LANES), found, ticks)
+
+
+# --------------------------------------------------------------------------- history charts
+
+HISTORY_BUCKETS = 360  # about two pixels each: more points than that only add bytes
+#: Reports further apart than this are a gap (the probe reports every 60 s): the line breaks,
+#: a state band ends — the chart does not draw across a time nobody measured.
+HISTORY_GAP_S = 300.0
+
+
+@dataclass
+class StateBand:
+    x: float
+    width: float
+    state: str
+    title: str
+
+
+@dataclass
+class RunLabel:
+    x: float
+    label: str
+    title: str
+
+
+@dataclass
+class HistoryChart:
+    """A time chart of a probe's health samples: one line (bucketed), optionally state bands
+    behind it (the line state) and labels where a text changes (the operator)."""
+
+    width: int
+    height: int
+    series: list[Series]
+    x_ticks: list[tuple[float, str]]
+    y_ticks: list[tuple[float, str]]
+    bands: list[StateBand]
+    labels: list[RunLabel]
+    empty: bool
+    plot: tuple[float, float, float, float] = (PAD_L, PAD_T, CHART_W - PAD_R, CHART_H - PAD_B)
+
+
+Sample = tuple[dt.datetime, float | None]
+
+
+def history_chart(points: Sequence[Sample], start: dt.datetime, end: dt.datetime, *,
+                  label: str, css: str, unit: str, reduce: str = "mean",
+                  states: Sequence[tuple[dt.datetime, str | None]] = (),
+                  texts: Sequence[tuple[dt.datetime, str | None]] = (),
+                  include: tuple[float, float] = (0.0, 1.0)) -> HistoryChart:
+    """``points`` (oldest first) over [start, end]: at most :data:`HISTORY_BUCKETS` points,
+    each the ``mean`` or the ``max`` (a depth: its peak matters) of its bucket's values.  The
+    y axis spans the values and at least ``include`` (a signal has no zero to start from)."""
+    span_s = max((end - start).total_seconds(), 1.0)
+    x0, y0, x1, y1 = PAD_L, PAD_T, CHART_W - PAD_R, CHART_H - PAD_B
+
+    def x(at: dt.datetime) -> float:
+        offset = min(max((at - start).total_seconds(), 0.0), span_s)
+        return x0 + offset / span_s * (x1 - x0)
+
+    reduced = _buckets(points, start, span_s, reduce)
+    values = [v for _t, v in reduced]
+    low, high = min([include[0], *values]), max([include[1], *values])
+    if high <= low:
+        high = low + 1
+    step = _nice_step((high - low) / 4)
+    low, high = math.floor(low / step) * step, math.ceil(high / step) * step
+
+    def y(value: float) -> float:
+        return y1 - (value - low) / (high - low) * (y1 - y0)
+
+    parts: list[str] = []
+    dots: list[tuple[float, float, str]] = []
+    previous: dt.datetime | None = None
+    gap = max(HISTORY_GAP_S, 2.5 * span_s / HISTORY_BUCKETS)
+    for at, value in reduced:
+        pen_down = previous is not None and (at - previous).total_seconds() <= gap
+        px, py = x(at), y(value)
+        parts.append(f"{'L' if pen_down else 'M'}{px:.1f},{py:.1f}")
+        dots.append((px, py, f"{label} {at:%Y-%m-%d %H:%M}: {_fmt(value)} {unit}".rstrip()))
+        previous = at
+    # A lone point between gaps is invisible as a path: a dot shows it, and the latest value
+    # gets one to hover (a dot per bucket would be hundreds of elements).
+    shown = sorted({*_lone(parts), len(parts) - 1} - {-1})
+    series = Series(label, css, " ".join(parts), [dots[i] for i in shown])
+    y_ticks = [(y(v), f"{_fmt(v)} {unit}".rstrip()) for v in _frange(low, high, step)]
+    hourly = span_s <= 3 * 86400
+    return HistoryChart(CHART_W, CHART_H, [series], _x_ticks(start, end, hourly, x), y_ticks,
+                        _bands(states, gap, x), _run_labels(texts, x), empty=not values)
+
+
+def _buckets(points: Sequence[Sample], start: dt.datetime, span_s: float, reduce: str
+             ) -> list[tuple[dt.datetime, float]]:
+    groups: dict[int, list[Sample]] = {}
+    for at, value in points:
+        if value is None:
+            continue
+        k = int((at - start).total_seconds() / span_s * HISTORY_BUCKETS)
+        if 0 <= k <= HISTORY_BUCKETS:
+            groups.setdefault(k, []).append((at, value))
+    out = []
+    for _k, group in sorted(groups.items()):
+        vals = [float(v) for _t, v in group if v is not None]
+        value = max(vals) if reduce == "max" else sum(vals) / len(vals)
+        out.append((group[-1][0], value))  # at the bucket's last report: gaps stay honest
+    return out
+
+
+def _lone(parts: list[str]) -> list[int]:
+    """Indexes of the points that start a sub-path no other point continues."""
+    return [i for i, p in enumerate(parts) if p.startswith("M") and
+            (i + 1 == len(parts) or parts[i + 1].startswith("M"))]
+
+
+def _bands(states: Sequence[tuple[dt.datetime, str | None]], gap: float, x: Any
+           ) -> list[StateBand]:
+    """Runs of one state: from its first report to the next report (the state held until the
+    probe said otherwise); a gap in the reports or a report without a state ends a run."""
+    runs: list[list[Any]] = []  # [state, first, last]
+    open_run: list[Any] | None = None
+    previous: dt.datetime | None = None
+    for at, state in states:
+        contiguous = previous is not None and (at - previous).total_seconds() <= gap
+        previous = at
+        if open_run is not None:
+            if contiguous:
+                open_run[2] = at
+            if not contiguous or state != open_run[0]:
+                open_run = None
+        if state is not None and open_run is None:
+            open_run = [state, at, at]
+            runs.append(open_run)
+    out = []
+    for state, first, last in runs:
+        x_start, x_end = x(first), x(last)
+        out.append(StateBand(x_start, max(x_end - x_start, 1.5), state,
+                             f"{state}: {first:%Y-%m-%d %H:%M} to {last:%H:%M}"))
+    return out
+
+
+def _run_labels(texts: Sequence[tuple[dt.datetime, str | None]], x: Any) -> list[RunLabel]:
+    """A label where the text changes (the operator the modem is on), once per run."""
+    out: list[RunLabel] = []
+    current: str | None = None
+    for at, text in texts:
+        if text is not None and text != current:
+            out.append(RunLabel(x(at), text, f"{text} from {at:%Y-%m-%d %H:%M}"))
+        current = text if text is not None else current
+    return out

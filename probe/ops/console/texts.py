@@ -171,6 +171,16 @@ RU: dict[str, str] = {
     "unsuppressed": "подавление снято",
     "back": "вернулся",
     "dtmf": "DTMF",
+    "Over time": "Во времени",
+    "health reports": "отчётов о состоянии",
+    "Line voltage and state": "Напряжение и состояние линии",
+    "Mobile signal and operator": "Мобильный сигнал и оператор",
+    "Outbox depth (results waiting)": "Очередь отправки (ожидающие результаты)",
+    "No health reports in this period.": "Нет отчётов о состоянии за этот период.",
+    "Rows": "Строки",
+    "of": "из",
+    "previous": "назад",
+    "next": "вперёд",
 }
 
 

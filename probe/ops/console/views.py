@@ -20,14 +20,26 @@ from probe.ops.config import NAME_PATTERN
 from probe.ops.console.details import channel_facts, checks, health_facts, measures
 from probe.ops.console.fleet import presence_of
 from probe.ops.console.report import PERIODS, PeriodError, build_report, parse_period, sla_csv
-from probe.ops.console.svg import bands, ladder
+from probe.ops.console.svg import HistoryChart, bands, history_chart, ladder
 from probe.ops.console.web import Web
-from probe.ops.db import PresenceEvent, Probe, Recording, Result, transaction, utcnow
+from probe.ops.db import (
+    HealthSample,
+    PresenceEvent,
+    Probe,
+    Recording,
+    Result,
+    transaction,
+    utcnow,
+)
 
 PRESENCE_HISTORY = 200
 PROBE_RESULTS = 100
 RUN_HORIZON = dt.timedelta(days=7)
 NAME_RE = re.compile(NAME_PATTERN)
+#: The probe page's history spans (``?history=``); retention (``health_days``) bounds them.
+HISTORY_SPANS = {"6h": dt.timedelta(hours=6), "24h": dt.timedelta(hours=24),
+                 "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30)}
+DEFAULT_HISTORY = "24h"
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                 ".svg": "image/svg+xml"}
 
@@ -112,13 +124,53 @@ def add_probe_routes(router: APIRouter, web: Web) -> None:
                 .limit(PRESENCE_HISTORY)))
             results = _probe_results(session, probe_id)
             targets = _run_targets(session, probe_id)
+            span = request.query_params.get("history")
+            span = span if span in HISTORY_SPANS else DEFAULT_HISTORY
+            end = utcnow()
+            start = end - HISTORY_SPANS[span]
+            samples = _health_samples(session, probe_id, start)
         strips: dict[str, list[Any]] = {}
         for r in reversed(results):  # oldest first, left to right
             strips.setdefault(r.target, []).append(r)
         return web.render(request, "probe.html", user, probe=row, state=presence_of(row),
                           presence=presence, facts=health_facts(row.health),
                           channels=channel_facts(row.health), results=results,
-                          strips=strips, run_targets=targets)
+                          strips=strips, run_targets=targets, history=span,
+                          history_spans=list(HISTORY_SPANS), samples=len(samples),
+                          charts=history_charts(samples, start, end))
+
+
+def _health_samples(session: Session, probe_id: str, since: dt.datetime) -> list[Any]:
+    return list(session.execute(
+        select(HealthSample.at, HealthSample.line_state, HealthSample.line_volts,
+               HealthSample.signal_dbm, HealthSample.operator, HealthSample.access_technology,
+               HealthSample.outbox_count)
+        .where(HealthSample.probe_id == probe_id, HealthSample.at >= since)
+        .order_by(HealthSample.at)))
+
+
+def history_charts(samples: list[Any], start: dt.datetime, end: dt.datetime
+                   ) -> dict[str, HistoryChart]:
+    """The probe page's time charts: line voltage over the line state's bands, the mobile
+    signal labelled with the operator it was on, the outbox depth (its peak per bucket: a
+    backlog that came and went must not average away)."""
+    def network(s: Any) -> str | None:
+        if s.operator is None:
+            return None
+        return s.operator + (f" · {s.access_technology}" if s.access_technology else "")
+
+    return {
+        "line": history_chart([(s.at, s.line_volts) for s in samples], start, end,
+                              label="line", css="s-volts", unit="V",
+                              states=[(s.at, s.line_state) for s in samples]),
+        # -113 dBm is CSQ 0, -51 dBm CSQ 31: the axis shows at least a usual stretch of it.
+        "signal": history_chart([(s.at, s.signal_dbm) for s in samples], start, end,
+                                label="signal", css="s-signal", unit="dBm",
+                                texts=[(s.at, network(s)) for s in samples],
+                                include=(-105.0, -65.0)),
+        "outbox": history_chart([(s.at, s.outbox_count) for s in samples], start, end,
+                                label="outbox", css="s-outbox", unit="", reduce="max"),
+    }
 
 
 def _probe_results(session: Session, probe_id: str) -> list[Any]:

@@ -58,6 +58,26 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("name"),
     )
     op.create_table(
+        "health_samples",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("probe_id", sa.String(length=64), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("outbox_count", sa.Integer(), nullable=True),
+        sa.Column("outbox_dropped", sa.Integer(), nullable=True),
+        sa.Column("line_state", sa.String(length=24), nullable=True),
+        sa.Column("line_volts", sa.Float(), nullable=True),
+        sa.Column("signal_dbm", sa.Float(), nullable=True),
+        sa.Column("operator", sa.String(length=64), nullable=True),
+        sa.Column("access_technology", sa.String(length=24), nullable=True),
+        sa.Column("clock_synced", sa.Boolean(), nullable=True),
+        sa.Column("ok", sa.Boolean(), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("health_samples", schema=None) as batch_op:
+        batch_op.create_index("ix_health_samples_probe_at", ["probe_id", "at"], unique=False)
+        batch_op.create_index("ix_health_samples_at", ["at"], unique=False)
+
+    op.create_table(
         "incidents",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("key", sa.String(length=300), nullable=False),
@@ -342,6 +362,11 @@ def downgrade() -> None:
 
     op.drop_table("incidents")
     op.drop_table("counters")
+    with op.batch_alter_table("health_samples", schema=None) as batch_op:
+        batch_op.drop_index("ix_health_samples_at")
+        batch_op.drop_index("ix_health_samples_probe_at")
+
+    op.drop_table("health_samples")
     with op.batch_alter_table("commands", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_commands_probe_id"))
 

@@ -1,0 +1,119 @@
+"""``make demo`` (``python -m probe demo``) end to end, as a person and as CI run it.
+
+At a terminal (a pseudo-terminal here) the demo ends with the console on its own data: the
+printed URL and one-time ``demo`` password log in, the fleet page shows the demo's offices, and
+Ctrl-C (SIGINT) stops it cleanly with the demo's exit code.  Without a terminal it must return
+by itself — nobody would be there to press Ctrl-C.  Each run is a whole demo (~50 s).
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from http.cookiejar import CookieJar
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_TIMEOUT_S = 150
+CONSOLE = re.compile(r"the console, on the demo's data: (http://127\.0\.0\.1:\d+/)\s+"
+                     r"log in as demo, password (\S+)")
+SITES = ("Lyon", "Lille", "Nantes")
+
+
+class PtyReader:
+    """Everything the child writes to the pseudo-terminal, read as it comes (a child whose
+    terminal is not drained blocks on its next write)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.text = ""
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except OSError:  # EIO: the child closed its side (it exited)
+                return
+            if not chunk:
+                return
+            with self.lock:
+                self.text += chunk.decode("utf-8", "replace")
+
+    def wait_for(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                found = pattern.search(self.text)
+            if found:
+                return found
+            time.sleep(0.2)
+        raise AssertionError(f"no {pattern.pattern!r} in the demo's output:\n{self.text[-3000:]}")
+
+
+def console_login(base: str, name: str, password: str) -> str:
+    """The login form as a browser posts it (its CSRF field and double-submit cookie); the
+    page it lands on (the fleet)."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+    with opener.open(f"{base}login", timeout=10) as response:
+        form = response.read().decode()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+    assert csrf, form
+    body = urllib.parse.urlencode({"name": name, "password": password, "csrf": csrf[1],
+                                   "next": "/"}).encode()
+    with opener.open(f"{base}login", data=body, timeout=10) as response:  # 303 -> /
+        assert response.status == 200 and response.url == base, response.url
+        return response.read().decode()
+
+
+@pytest.mark.slow
+def test_demo_at_a_terminal_serves_the_console_until_ctrl_c() -> None:
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "probe", "demo"], cwd=ROOT,
+                            stdin=secondary, stdout=secondary, stderr=secondary,
+                            close_fds=True)
+    os.close(secondary)  # the child holds it: EOF on ours when it exits
+    reader = PtyReader(primary)
+    try:
+        found = reader.wait_for(CONSOLE, DEMO_TIMEOUT_S)
+        base, password = found[1], found[2]
+        assert proc.poll() is None  # still serving
+        fleet = console_login(base, "demo", password)
+        for site in SITES:
+            assert site in fleet, site
+        assert 'id="fleet-grid"' in fleet
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0, reader.text[-3000:]
+        reader.thread.join(5)
+        assert "everything the demo started is stopped." in reader.text
+        with pytest.raises(OSError):  # the service went with it
+            urllib.request.urlopen(f"{base}healthz", timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        os.close(primary)
+
+
+@pytest.mark.slow
+def test_demo_without_a_terminal_exits_by_itself() -> None:
+    done = subprocess.run([sys.executable, "-m", "probe", "demo"], cwd=ROOT,
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=DEMO_TIMEOUT_S,
+                          check=False)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "demo finished in" in done.stdout
+    assert "the console, on the demo's data" not in done.stdout
+    assert "everything the demo started is stopped." in done.stdout
