@@ -10,7 +10,7 @@ APT_PACKAGES := python3-venv mosquitto mosquitto-clients sip-tester espeak-ng so
                 device-tree-compiler debootstrap zstd alsa-utils \
                 postgresql prometheus-alertmanager chromium chromium-driver
 
-.PHONY: demo test bench lint setup clean ansible-test
+.PHONY: demo test bench soak lint setup clean ansible-test
 
 demo: setup
 	$(PY) -m probe demo
@@ -22,6 +22,11 @@ test: setup
 
 bench: setup
 	$(PY) -m tests.benchmarks
+
+# An hour of fast calls with broker kill -9, SIGHUPs (some pathological) and a disk that fills
+# and empties; prints the figures (tests/soak.py).  Not in CI; needs root (a tmpfs).
+soak: setup
+	$(PY) tests/soak.py --minutes $(or $(MINUTES),60)
 
 # The fleet deployment alone (part of `make test` too): lint, syntax, roles applied to a
 # debootstrap root twice.  Needs root.

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("probe.commands")
 
 MAX_PAYLOAD = 4096
+#: Deepest bracket nesting accepted (every schema is one flat object).  Checked before parsing:
+#: a few kilobytes of ``[[[[`` would otherwise reach json's recursion limit (RecursionError).
+MAX_NESTING = 8
 REPLY_LEAF = "cmd-reply"
 
 _EMPTY = {"type": "object", "additionalProperties": False, "properties": {}}
@@ -78,8 +81,14 @@ def parse(name: str, payload: bytes) -> tuple[dict[str, Any] | None, str | None]
     if len(payload) > MAX_PAYLOAD:
         return None, f"payload of {len(payload)} bytes is over the {MAX_PAYLOAD}-byte limit"
     try:
-        args = json.loads(payload.decode("utf-8")) if payload.strip() else {}
-    except (UnicodeDecodeError, ValueError) as exc:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"payload is not JSON: {exc}"
+    if (depth := nesting(text)) > MAX_NESTING:
+        return None, f"payload nested {depth} levels deep, over the limit of {MAX_NESTING}"
+    try:
+        args = json.loads(text) if text.strip() else {}
+    except ValueError as exc:
         return None, f"payload is not JSON: {exc}"
     try:
         jsonschema.validate(args, SCHEMAS[name])
@@ -89,10 +98,36 @@ def parse(name: str, payload: bytes) -> tuple[dict[str, Any] | None, str | None]
     return args, None
 
 
+def nesting(text: str) -> int:
+    """The deepest ``[``/``{`` nesting in JSON ``text``, brackets inside strings ignored; a
+    single pass without recursion, so any input is safe to measure.
+
+    >>> nesting('{"a": [1, {"b": "[[["}]}')
+    3
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if escaped:
+            escaped = False
+        elif in_string:
+            escaped, in_string = ch == "\\", ch != '"'
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
 class CommandHandler:
-    def __init__(self, daemon: Daemon, rate: RateLimit | None = None) -> None:
+    def __init__(self, daemon: Daemon, rate: RateLimit | None = None,
+                 rejected_rate: RateLimit | None = None) -> None:
         self.daemon = daemon
         self.rate = rate or RateLimit()
+        self.rejected_rate = rejected_rate or RateLimit()
         self.received = 0
         self.rejected = 0
 
@@ -101,9 +136,12 @@ class CommandHandler:
         self.received += 1
         name = topic.rsplit("/", 1)[-1]
         correlation = getattr(properties, "CorrelationData", None) if properties else None
-        args, problem = parse(name, payload)
-        if problem is None and not self.rate.allow():
-            problem = "rate limited: too many commands, try again in a few seconds"
+        args, problem = parse(name, payload)  # bounded: size and nesting checked first
+        # Malformed commands have a bucket of their own, with the same limits: a flood of them
+        # is rate-limited like valid ones, and never uses up the valid commands' rate.
+        bucket = self.rate if problem is None else self.rejected_rate
+        if not bucket.allow():
+            args, problem = None, "rate limited: too many commands, try again in a few seconds"
         if problem is not None:
             self.rejected += 1
             log.warning("command %r rejected: %s", name[:40], problem)

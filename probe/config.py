@@ -161,7 +161,8 @@ class LineConfig:
     reference_tolerance_counts: int = 16  # reference channel must read 512 +- this
 
 
-ALARM_STATUSES = ("down", "degraded", "fault_line", "fault_modem", "broker_unreachable")
+ALARM_STATUSES = ("down", "degraded", "fault_line", "fault_modem", "fault_probe",
+                  "broker_unreachable")
 LED_KINDS = ("rgb", "single", "none")
 
 
@@ -177,7 +178,7 @@ class IndicatorConfig:
     buzzer_pin: int | None = 18  # None: no buzzer (buzzer = false)
     button_pin: int | None = 27  # None: no silence button (button = false)
     quiet_hours: tuple[str, str] | None = None  # ("22:00", "07:00"): buzzer silent, local time
-    alarm_on: tuple[str, ...] = ("down", "fault_line", "fault_modem")
+    alarm_on: tuple[str, ...] = ("down", "fault_line", "fault_modem", "fault_probe")
     alarm_repeat_s: int = 1800  # repeat the alarm this often while it lasts; 0 = once
     alarm_repeat_max: int = 3  # at most this many repeats per episode; 0 = no limit
 
@@ -265,7 +266,17 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     except OSError as exc:
         reason = f"cannot read the configuration file: {exc.strerror or exc}"
         raise ConfigError([("(file)", reason)], source) from None
-    return parse_config(data, source, base_dir=file.absolute().parent, environ=environ)
+    except RecursionError:  # tomllib recurses per nested array or inline table
+        raise ConfigError([("(file)", "nested too deeply to be a configuration")],
+                          source) from None
+    except Exception as exc:  # whatever else the parser trips on: an invalid file, no crash
+        reason = f"TOML parser failed: {type(exc).__name__}: {exc}"
+        raise ConfigError([("(file)", reason)], source) from exc
+    try:
+        return parse_config(data, source, base_dir=file.absolute().parent, environ=environ)
+    except RecursionError:  # dotted keys nest without bound, and parse fine
+        raise ConfigError([("(file)", "nested too deeply to be a configuration")],
+                          source) from None
 
 
 def parse_config(

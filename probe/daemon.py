@@ -46,6 +46,7 @@ from probe.outbox import Outbox
 from probe.recording import submit_recording
 from probe.runner import next_boot_count, prepare_state_dir, prune_audio, run_call
 from probe.schedule import Slot, due_slots, plan, reschedule
+from probe.secrets import private_file_problems, secret_file
 from probe.systemd import Notifier
 from probe.tls import tls_context
 from probe.verdicts import VerdictBook
@@ -80,6 +81,8 @@ class ChannelState:
 
     state: str = "starting"  # starting | idle | calling | error
     error: str | None = None
+    fault: str | None = None  # the last call failed inside the probe (a bug, the disk): the
+    # LED shows fault_probe until a call goes through again
     last_call: dict[str, Any] | None = None
     last_success: dict[str, Any] | None = None
     facts: dict[str, Any] = field(default_factory=dict)
@@ -94,11 +97,13 @@ class ChannelWorker:
 
     def __init__(self, channel: str, make_dialer: Callable[[], Dialer | None],
                  place_call: Callable[[Job, Any], dict[str, Any]],
-                 on_result: Callable[[Job, dict[str, Any]], None]) -> None:
+                 on_result: Callable[[Job, dict[str, Any]], None],
+                 on_fault: Callable[[], None] | None = None) -> None:
         self.channel = channel
         self.make_dialer = make_dialer
         self.place_call = place_call
         self.on_result = on_result
+        self.on_fault = on_fault  # after a probe fault: the LED and health show it now
         self.jobs: queue.Queue[Job] = queue.Queue()
         self.state = ChannelState()
         self.stopping = threading.Event()
@@ -155,7 +160,12 @@ class ChannelWorker:
                     continue
                 if self.stopping.is_set():
                     break
-                self._call(job)
+                try:
+                    self._call(job)
+                except Exception as exc:  # even the fault handling failed: the thread lives on
+                    log.exception("%s: call of %s failed unexpectedly", self.channel,
+                                  job.target.name)
+                    self.state.state, self.state.fault = "error", f"{type(exc).__name__}: {exc}"
         finally:
             if self.dialer is not None:
                 self.dialer.close()
@@ -199,17 +209,38 @@ class ChannelWorker:
             if job.reply:
                 job.reply({"ok": False, "reason": str(exc)})
             return
+        except Exception as exc:  # a bug, a locked database, a full disk: one call is lost,
+            self._probe_fault(job, exc)  # never the worker
+            return
         finally:
             self.busy.clear()
-        self.state.state, self.state.error = "idle", None
+        self.state.state, self.state.error, self.state.fault = "idle", None, None
         summary = {"at": doc["started_at"], "target": doc["target"], "outcome": doc["outcome"],
                    "met": doc["expectations"]["met"], "id": doc["id"]}
         self.state.last_call = summary
         if doc["expectations"]["met"]:
             self.state.last_success = summary
-        self.on_result(job, doc)
+        try:
+            self.on_result(job, doc)
+        except Exception as exc:
+            self._probe_fault(job, exc, result_id=doc["id"])
         if job.reply:
             job.reply({"ok": True, "result": summary})
+
+    def _probe_fault(self, job: Job, exc: Exception, result_id: str | None = None) -> None:
+        """A call that failed inside the probe: recorded as a probe fault (health, LED), logged
+        with its traceback as one structured line; the worker goes on with the next call."""
+        fault = f"{type(exc).__name__}: {exc}"
+        self.state.state, self.state.error, self.state.fault = "error", fault, fault
+        self.state.facts["probe_faults"] = self.state.facts.get("probe_faults", 0) + 1
+        log.error("%s/%s: probe fault, the worker goes on: %s", job.target.name, self.channel,
+                  fault, exc_info=exc,
+                  extra={"event": "probe_fault", "channel": self.channel,
+                         "target": job.target.name, "error": fault, "result_id": result_id})
+        if job.reply and result_id is None:  # with a result, the caller is answered with it
+            job.reply({"ok": False, "reason": f"probe fault: {fault}"})
+        if self.on_fault is not None:
+            self.on_fault()
 
 
 class Scheduler:
@@ -306,6 +337,7 @@ class Daemon:
     # -- the life of the daemon -----------------------------------------------------------------
     def run(self) -> int:
         config = self.config = load_config(self.config_path)
+        refuse_public_secrets(config)
         audio_dir = prepare_state_dir(config)
         state_dir = config.probe.state_dir
         self.boot = next_boot_count(state_dir)
@@ -429,12 +461,18 @@ class Daemon:
         channels = {c for t in config.targets for c in t.channels}
         if "sip" in channels:
             workers["sip"] = ChannelWorker("sip", lambda: start_sip_dialer(config), place,
-                                           self._result).start()
+                                           self._result, self._probe_faulted).start()
         for channel in sorted(channels & {"gsm", "analog"}):  # the modems (probe.dial.modem)
             workers[channel] = ChannelWorker(
                 channel, lambda c=channel: start_modem_dialer(config, c), place,
-                self._result).start()
+                self._result, self._probe_faulted).start()
         return workers
+
+    def _probe_faulted(self) -> None:
+        """A worker's call failed inside the probe: LED, status and health say so at once."""
+        self.refresh_indicator()
+        self.publish_status()
+        self.publish_health()
 
     def _result(self, job: Job, doc: dict[str, Any]) -> None:
         self.forwarder.submit("result", doc)
@@ -487,8 +525,9 @@ class Daemon:
             "outbox": {"count": depth.count, "bytes": depth.bytes, "dropped": depth.dropped,
                        "recordings_dropped": depth.bulk_dropped,
                        "in_flight": self.outbox.in_flight, "refused": self.forwarder.refused},
+            "storage": self.storage_health(),
             "channels": {c: {"state": w.state.state, "error": w.state.error,
-                             "last_call": w.state.last_call,
+                             "fault": w.state.fault, "last_call": w.state.last_call,
                              "last_success": w.state.last_success, **w.facts()}
                          for c, w in self.workers.items()},
             "threads_alive": self.all_alive(time.monotonic()),
@@ -519,7 +558,22 @@ class Daemon:
         faults = [f.code for f in probe_findings(facts, channels, Thresholds())]
         faults += [f"{c}.{w.state.state}" for c, w in self.workers.items()
                    if w.state.state == "error"]
+        faults += [f"storage.{name}" for name, error in self.storage_faults().items() if error]
         return {"ok": not faults, "faults": faults}
+
+    def storage_faults(self) -> dict[str, str | None]:
+        """What could not be written to the state directory (None: fine)."""
+        return {"outbox": self.forwarder.storage_error, "verdicts": self.verdicts.save_error}
+
+    def storage_health(self) -> dict[str, Any]:
+        return {**self.storage_faults(), "results_in_memory": self.forwarder.unsaved,
+                "results_dropped_in_memory": self.forwarder.unsaved_dropped,
+                "recordings_not_stored": self.forwarder.recordings_unsaved}
+
+    def probe_fault(self) -> bool:
+        """The probe itself is failing: a call broke inside it, or the disk refuses writes."""
+        return (any(w.state.fault for w in self.workers.values())
+                or any(self.storage_faults().values()))
 
     def refresh_indicator(self) -> None:
         """LED and buzzer follow the worst verdict and the probe's own faults."""
@@ -531,7 +585,8 @@ class Daemon:
                           if c != "sip")
         broker_ok = None if self.publisher is None else self.publisher.connected
         self.indicator.show(overall_status(worst, line_fault=line_fault,
-                                           modem_fault=modem_fault, broker_ok=broker_ok))
+                                           modem_fault=modem_fault, broker_ok=broker_ok,
+                                           probe_fault=self.probe_fault()))
 
     def publish_status(self) -> None:
         """The retained status: the verdict per target and the probe's own health, apart."""
@@ -553,10 +608,15 @@ class Daemon:
         assert self.config is not None
         try:
             new = load_config(self.config_path)
+            refuse_public_secrets(new)  # else the restart it may cause would refuse to start
         except ConfigError as exc:
             for key, reason in exc.problems:
                 log.error("reload rejected, old configuration kept: %s: %s", key, reason)
             return exc.problems
+        except Exception as exc:  # a validation bug must not take a working daemon down
+            log.exception("reload rejected, old configuration kept: the configuration could "
+                          "not be read")
+            return [("(file)", f"cannot be read: {type(exc).__name__}: {exc}")]
         old = self.config
         unchanged_rest = dataclasses.replace(new, targets=(), source="") == \
             dataclasses.replace(old, targets=(), source="")
@@ -571,7 +631,31 @@ class Daemon:
         return []
 
 
+def refuse_public_secrets(config: Config) -> None:
+    """ConfigError (exit 2) when a private key or secret file is open to others, as ssh does:
+    whoever can read it can impersonate this probe."""
+    files: dict[str, Path] = {}
+    m = config.mqtt
+    if m is not None and m.tls is not None:
+        files["mqtt.tls.key_file"] = m.tls.key_file
+    for key, secret in (("mqtt.password_file", m.password if m else None),
+                        ("sip.password_file", config.sip.password if config.sip else None)):
+        if (path := secret_file(secret)) is not None:
+            files[key] = path
+    if problems := private_file_problems(files):
+        raise ConfigError(problems, config.source)
+
+
+def _log_thread_death(args: threading.ExceptHookArgs) -> None:
+    """A thread that dies anyway says so in the structured log, not as a raw traceback."""
+    name = args.thread.name if args.thread is not None else "?"
+    log.critical("thread %s died: %s", name, args.exc_value,
+                 exc_info=(args.exc_type, args.exc_value, args.exc_traceback),  # type: ignore[arg-type]
+                 extra={"event": "thread_died", "thread_name": name})
+
+
 def run_daemon(config_path: str, *, once: bool = False) -> int:
+    threading.excepthook = _log_thread_death
     daemon = Daemon(config_path, once=once)
     daemon.install_signal_handlers()
     return daemon.run()

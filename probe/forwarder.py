@@ -14,14 +14,22 @@ every result has gone, so a backlog of recordings never holds a result back.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from probe.mqtt import Delivery, Publisher, encode_payload, message_properties
 from probe.outbox import Outbox, Row
 
 log = logging.getLogger("probe.forwarder")
+
+#: Results held in memory while the outbox cannot store them (disk full, database locked by
+#: another process); beyond this the oldest held one is dropped, counted and logged.
+MAX_UNSAVED = 1000
+#: How often the forwarder retries storing held results (and how long it rests after an error).
+RETRY_STORE_S = 2.0
 
 
 class Forwarder:
@@ -40,6 +48,13 @@ class Forwarder:
         self._stop = threading.Event()
         self._paused_until = 0.0
         self._bulk_paused_until = 0.0  # bulk rows only: results keep going meanwhile
+        # Storage faults: results not yet on disk, oldest first (they go before any newer one).
+        self._unsaved: deque[tuple[str, bytes]] = deque()
+        self._unsaved_lock = threading.Lock()
+        self._retry_store_at = 0.0
+        self.unsaved_dropped = 0
+        self.recordings_unsaved = 0
+        self.storage_error: str | None = None  # the outbox's last write error, until one works
         self._thread = threading.Thread(target=self._run, name="probe.forwarder", daemon=True)
 
     # The publisher is built by the caller with ``on_delivery=forwarder.delivered``.
@@ -48,20 +63,78 @@ class Forwarder:
         self._thread.start()
         return self
 
-    def submit(self, leaf: str, doc: dict[str, Any]) -> int:
-        """Commit a message durably, then wake the forwarding thread; returns the row id."""
-        row_id = self.outbox.put(leaf, encode_payload(doc))
+    def submit(self, leaf: str, doc: dict[str, Any]) -> int | None:
+        """Commit a message durably, then wake the forwarding thread; returns the row id.
+
+        Never raises for the disk: when the outbox cannot store it (disk full, database locked)
+        the message is held in memory, in order, retried every ``RETRY_STORE_S`` and reported
+        (``storage_error``, health); returns None then."""
+        payload = encode_payload(doc)
+        with self._unsaved_lock:
+            if self._unsaved:  # older ones wait for the disk: keep the order
+                self._hold(leaf, payload)
+                return None
+            try:
+                row_id = self.outbox.put(leaf, payload)
+            except (sqlite3.Error, OSError) as exc:
+                self._storage_failed(exc)
+                self._hold(leaf, payload)
+                return None
+        self.storage_error = None
         self._wake.set()
         return row_id
 
     def submit_bulk(self, leaf: str, payload: bytes, *, content_type: str,
-                    user_properties: tuple[tuple[str, str], ...] = ()) -> int:
+                    user_properties: tuple[tuple[str, str], ...] = ()) -> int | None:
         """Commit a bulk message (a recording) durably: it goes after every waiting result and
-        is the first dropped when the outbox is full.  Returns the row id."""
-        row_id = self.outbox.put(leaf, payload, bulk=True, content_type=content_type,
-                                 user_properties=user_properties)
+        is the first dropped when the outbox is full.  Returns the row id; None when the disk
+        cannot take it (the recording is dropped, counted and logged: results come first)."""
+        try:
+            row_id = self.outbox.put(leaf, payload, bulk=True, content_type=content_type,
+                                     user_properties=user_properties)
+        except (sqlite3.Error, OSError) as exc:
+            self._storage_failed(exc)
+            self.recordings_unsaved += 1
+            log.error("recording not stored (%d bytes), dropped: %s", len(payload), exc)
+            return None
         self._wake.set()
         return row_id
+
+    @property
+    def unsaved(self) -> int:
+        """Results held in memory because the outbox could not store them."""
+        return len(self._unsaved)
+
+    def _storage_failed(self, exc: BaseException) -> None:
+        self.storage_error = f"{type(exc).__name__}: {exc}"
+        log.error("outbox cannot store: %s", exc,
+                  extra={"event": "storage_error", "path": str(self.outbox.path),
+                         "error": self.storage_error})
+
+    def _hold(self, leaf: str, payload: bytes) -> None:
+        if len(self._unsaved) >= MAX_UNSAVED:
+            self._unsaved.popleft()
+            self.unsaved_dropped += 1
+            log.error("%d results held in memory while the outbox cannot store them: dropped the "
+                      "oldest (%d so far)", MAX_UNSAVED, self.unsaved_dropped)
+        self._unsaved.append((leaf, payload))
+        log.warning("result held in memory until the outbox can store it (%d waiting)",
+                    len(self._unsaved))
+
+    def _store_unsaved(self) -> None:
+        """Forwarder thread: move held results to the outbox, oldest first, while it works."""
+        with self._unsaved_lock:
+            while self._unsaved:
+                leaf, payload = self._unsaved[0]
+                try:
+                    self.outbox.put(leaf, payload)
+                except (sqlite3.Error, OSError) as exc:
+                    self._storage_failed(exc)
+                    return
+                self._unsaved.popleft()
+            if self.storage_error is not None:
+                log.info("outbox stores results again")
+            self.storage_error = None
 
     def delivered(self, delivery: Delivery) -> None:
         """Publisher callback (its network thread): the broker answered for one row."""
@@ -69,8 +142,19 @@ class Forwarder:
         if not isinstance(row, Row):
             return
         if delivery.acked:
-            self.outbox.ack(row.id)
+            try:
+                self.outbox.ack(row.id)
+            except sqlite3.Error as exc:  # locked or full: it goes again (at least once),
+                self.outbox.release(row.id)  # after a pause, not in a loop of duplicates
+                self._paused_until = time.monotonic() + self.refused_backoff_s
+                self._storage_failed(exc)
             self.acked += 1
+        elif delivery.reason_code is None:
+            # Abandoned (publisher closing, or paho would not take it): no refusal, no back-off;
+            # the row goes again, to this publisher or from disk after the restart.
+            self.outbox.release(row.id)
+            log.warning("outbox row %d (%s) not delivered: %s", row.id, row.leaf,
+                        delivery.reason or "publisher stopped")
         else:
             self.outbox.release(row.id)
             self.refused += 1
@@ -103,10 +187,15 @@ class Forwarder:
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(5)
+        if self._unsaved:  # one last try: held in memory, they would end with the process
+            self._store_unsaved()
+        if self._unsaved:
+            log.error("stopping with %d results the outbox could not store: they are lost",
+                      len(self._unsaved), extra={"event": "results_lost",
+                                                 "count": len(self._unsaved)})
 
     def _run(self) -> None:
         assert self.publisher is not None
-        publisher = self.publisher
         tokens = float(self.window)
         last = time.monotonic()
         while not self._stop.is_set():
@@ -114,12 +203,26 @@ class Forwarder:
             self.last_beat = now
             tokens = min(float(self.window), tokens + (now - last) * self.rate_per_s)
             last = now
-            room = min(self.window - self.outbox.in_flight, int(tokens))
-            if publisher.connected and room > 0 and now >= self._paused_until:
-                for row in self.outbox.take(room, bulk=now >= self._bulk_paused_until):
-                    props = message_properties(row.content_type, row.user_properties)
-                    publisher.publish(row.leaf, row.payload, ref=row, properties=props)
-                    self.sent += 1
-                    tokens -= 1
+            try:
+                tokens = self._step(now, tokens)
+            except Exception:  # a locked database, a bug: this thread must go on forwarding
+                log.exception("forwarder step failed; retrying in %.0f s", RETRY_STORE_S)
+                self._stop.wait(RETRY_STORE_S)
             self._wake.wait(0.2 if tokens < 1 else 1.0)
             self._wake.clear()
+
+    def _step(self, now: float, tokens: float) -> float:
+        """Store held results, then hand the broker what the window and rate allow; returns
+        the tokens left."""
+        assert self.publisher is not None
+        if self._unsaved and now >= self._retry_store_at:
+            self._retry_store_at = now + RETRY_STORE_S
+            self._store_unsaved()
+        room = min(self.window - self.outbox.in_flight, int(tokens))
+        if self.publisher.connected and room > 0 and now >= self._paused_until:
+            for row in self.outbox.take(room, bulk=now >= self._bulk_paused_until):
+                props = message_properties(row.content_type, row.user_properties)
+                self.publisher.publish(row.leaf, row.payload, ref=row, properties=props)
+                self.sent += 1
+                tokens -= 1
+        return tokens

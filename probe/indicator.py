@@ -18,6 +18,7 @@ status                 RGB colour  LED pattern (single LED: same timing)  buzzer
 ``down``               red         3 flashes, pause                       3 long beeps
 ``fault_line``         magenta     4 flashes, pause                       4 short beeps
 ``fault_modem``        magenta     5 flashes, pause                       5 short beeps
+``fault_probe``        magenta     6 flashes, pause                       6 short beeps
 =====================  ==========  =====================================  =================
 
 Blink codes: 0.25 s on, 0.35 s off between flashes, 1.5 s dark after the group.  The OK
@@ -86,6 +87,7 @@ class Status(StrEnum):
     DOWN = "down"
     FAULT_LINE = "fault_line"  # probe fault: the local line (or the board's line interface)
     FAULT_MODEM = "fault_modem"  # probe fault: the modem (silent, SIM, registration)
+    FAULT_PROBE = "fault_probe"  # probe fault: itself (a call that crashed, a full disk)
     BROKER_UNREACHABLE = "broker_unreachable"
 
 
@@ -131,15 +133,19 @@ LOOKS: dict[Status, Look] = {
                             "probe fault: the local phone line (cable, socket, line)"),
     Status.FAULT_MODEM: Look("magenta", (1, 0, 1), blink_code(5), SHORT * 5,
                              "probe fault: the modem (power, SIM, signal)"),
+    Status.FAULT_PROBE: Look("magenta", (1, 0, 1), blink_code(6), SHORT * 6,
+                             "probe fault: the probe itself (internal error, disk full)"),
 }
 
 # Most important first: what the LED shows when several things are true at once.
-PRIORITY = (Status.BOOTING, Status.FAULT_LINE, Status.FAULT_MODEM, Status.DOWN,
+PRIORITY = (Status.BOOTING, Status.FAULT_LINE, Status.FAULT_MODEM, Status.FAULT_PROBE,
+            Status.DOWN,
             Status.DEGRADED, Status.BROKER_UNREACHABLE, Status.OK)
 
 
 def overall_status(verdict: Status | None, *, line_fault: bool = False,
-                   modem_fault: bool = False, broker_ok: bool | None = True) -> Status:
+                   modem_fault: bool = False, broker_ok: bool | None = True,
+                   probe_fault: bool = False) -> Status:
     """One status from everything the daemon knows, by :data:`PRIORITY`.
 
     ``verdict`` is the latest hotline verdict (``ok``/``degraded``/``down``; None before the
@@ -157,6 +163,8 @@ def overall_status(verdict: Status | None, *, line_fault: bool = False,
         present.add(Status.FAULT_LINE)
     if modem_fault:
         present.add(Status.FAULT_MODEM)
+    if probe_fault:
+        present.add(Status.FAULT_PROBE)
     if broker_ok is False:
         present.add(Status.BROKER_UNREACHABLE)
     return next(s for s in PRIORITY if s in present)

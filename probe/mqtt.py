@@ -58,6 +58,8 @@ RECORDING = "recording"
 
 #: PUBACK reason codes below this are successes (MQTT 5, 2.4 "Reason Code").
 _FIRST_FAILURE_CODE = 0x80
+#: Largest packet the probe accepts from the broker (commands are at most 4 KiB of JSON).
+MAX_INCOMING_PACKET = 64 * 1024
 #: Longest the network thread sleeps: paho's keepalive bookkeeping (loop_misc) needs a tick.
 _TICK_S = 1.0
 #: close() waits this much beyond its timeout for the thread: a TCP/TLS connect in progress may
@@ -174,15 +176,18 @@ class Publisher:
     The constructor returns at once and never raises for an unreachable broker: a network thread
     connects in the background and reconnects with exponential backoff (``reconnect_delay_s``,
     1 s doubling to 30 s, reset after a successful CONNACK).  The client id is the probe id; the
-    session survives disconnects for ``session_expiry_s`` (clean start only on the first connect
-    of this process).  The last will (retained ``offline``, reason "connection lost") is set
-    before connecting; every successful connect publishes the retained ``online`` birth.
+    session survives disconnects, restarts of the probe and of the broker for ``session_expiry_s``
+    (clean start is off on every connect, the first one of this process included).  The last
+    will (retained ``offline``, reason "connection lost") is set before connecting; every
+    successful connect publishes the retained ``online`` birth.
 
     ``client_factory`` is called as ``client_factory(CallbackAPIVersion.VERSION2,
     client_id=probe_id, protocol=MQTTv5)`` and must return a paho ``Client`` (default:
     ``paho.mqtt.client.Client``).  ``tls`` is an ``ssl.SSLContext`` for a TLS listener.
-    ``on_delivery(delivery)`` is called for each message given to :meth:`publish` when the broker
-    answers (success or refusal), on the network thread: keep it short, never block there.
+    ``on_delivery(delivery)`` is called exactly once for each message given to :meth:`publish`:
+    when the broker answers (success or refusal), or when the message is abandoned (closed before
+    an answer, or refused by paho itself: ``reason_code`` None).  It runs on the network thread:
+    keep it short, never block there.
 
     Threading: one thread owns the paho client, and it is ours (``probe.mqtt[<id>]``), running
     paho's external-loop API (``loop_read``/``loop_write``/``loop_misc`` around our own
@@ -210,6 +215,7 @@ class Publisher:
         reconnect_delay_s: tuple[float, float] = (1.0, 30.0),
         subscriptions: tuple[str, ...] = (),
         on_message: Callable[[str, bytes, Properties | None], None] | None = None,
+        max_packet_size: int = MAX_INCOMING_PACKET,
     ) -> None:
         self.probe_id = probe_id
         self.boot_count = boot_count
@@ -237,11 +243,17 @@ class Publisher:
         )
         connect_props = Properties(PacketTypes.CONNECT)
         connect_props.SessionExpiryInterval = session_expiry_s
+        # The broker must not send us anything larger (MQTT 5, 3.1.2.11.4): it drops a 1 MB
+        # "command" instead of handing it to the probe.
+        connect_props.MaximumPacketSize = max_packet_size
         client.connect_async(
             host,
             port,
             keepalive=keepalive_s,
-            clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY,
+            # Never clean start, not even on the first connect: mosquitto keeps a session
+            # across its own restart only if the CONNECT that made it had clean start off, and
+            # a restarted probe resumes its session (commands queued while it was away).
+            clean_start=False,
             properties=connect_props,
         )
         client.on_connect = self._paho_on_connect
@@ -486,9 +498,14 @@ class Publisher:
         if delivery is None:
             log.debug("acknowledgement for unknown mid %d", mid)
             return
-        delivery._settle(code, name)
-        if not delivery.acked:
+        if code >= _FIRST_FAILURE_CODE:
             log.error("broker refused %s (mid %d): %s (0x%02x)", delivery.topic, mid, name, code)
+        self._finish(delivery, code, name)
+
+    def _finish(self, delivery: Delivery, code: int | None, reason: str | None) -> None:
+        """Settle a delivery and tell ``on_delivery``, whatever the outcome: a caller that
+        counts what it handed out (the forwarder's window) must hear about every message."""
+        delivery._settle(code, reason)
         if not delivery._internal and self._on_delivery is not None:
             try:
                 self._on_delivery(delivery)
@@ -514,18 +531,28 @@ class Publisher:
         self._send(delivery)
 
     def _send(self, delivery: Delivery) -> None:
-        info = self._client.publish(
-            delivery.topic, delivery.payload, qos=delivery.qos, retain=delivery.retain,
-            properties=delivery.properties,
-        )
+        try:
+            info = self._client.publish(
+                delivery.topic, delivery.payload, qos=delivery.qos, retain=delivery.retain,
+                properties=delivery.properties,
+            )
+        except ValueError as exc:  # e.g. a payload over MQTT's 256 MB: never sendable
+            log.error("paho would not take %s: %s", delivery.topic, exc)
+            self._finish(delivery, None, str(exc))
+            return
         delivery.mid = info.mid
-        # NO_CONN: the connection dropped under us; paho keeps the message and resends it on the
-        # next CONNACK, and its PUBACK still comes back under this mid.
-        if info.rc in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
-            self._inflight[info.mid] = delivery
-        else:
+        if info.rc == paho.MQTT_ERR_QUEUE_SIZE:  # the only refusal where paho keeps nothing
             log.error("paho would not queue %s: %s", delivery.topic, paho.error_string(info.rc))
-            delivery._settle(None, paho.error_string(info.rc))
+            self._finish(delivery, None, paho.error_string(info.rc))
+            return
+        # Any other code, NO_CONN and CONN_LOST (the write failed as the broker went away)
+        # included: paho stored the message before trying to write it, re-sends it after the
+        # next CONNACK, and its PUBACK comes back under this mid.  Untracked, it would hold one
+        # of the forwarder's window slots for the life of the process (issue 18).
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            log.info("%s (mid %d) waits for the next connection: %s", delivery.topic, info.mid,
+                     paho.error_string(info.rc))
+        self._inflight[info.mid] = delivery
 
     def _schedule_reconnect(self) -> None:
         if self._delay is None:
@@ -616,6 +643,6 @@ class Publisher:
     def _abandon_pending(self) -> None:
         for delivery in [*self._backlog, *self._inflight.values()]:
             if not delivery.done:
-                delivery._settle(None, None)
+                self._finish(delivery, None, None)  # on_delivery: the forwarder releases it
         self._backlog.clear()
         self._inflight.clear()

@@ -15,6 +15,11 @@ they are handed out only once no other row waits, and they are the first dropped
 a recording never delays nor displaces a result.  A row may carry an MQTT 5 content type and
 user properties, published with it.
 
+A full disk is handled like a full outbox: :meth:`Outbox.put` drops the oldest bulk rows (the
+recordings) one by one until the new row fits, counting them; if none is left to drop, it raises
+:class:`StorageFull` and the caller keeps the message (the forwarder holds results in memory
+until the disk has room again, and reports it).
+
 An outbox file from before bulk rows existed is migrated in place when opened (its rows are
 kept, as ordinary rows without properties).
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -30,6 +36,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from probe.errors import ProbeError
 
 log = logging.getLogger("probe.outbox")
 
@@ -58,6 +66,20 @@ ADDED_COLUMNS = {
 }
 
 
+#: Space kept aside next to the database (a file of zeros).  On a full disk even a DELETE needs
+#: room (WAL frames): releasing this file is what lets the outbox drop recordings to keep results.
+RESERVE_BYTES = 1024 * 1024
+
+
+class StorageFull(ProbeError, OSError):
+    """The state directory's disk is full and no recording was left to make room."""
+
+
+def disk_full(exc: sqlite3.Error) -> bool:
+    """SQLITE_FULL: "database or disk is full" (the file system, not our own bounds)."""
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+
+
 @dataclass(frozen=True)
 class Row:
     id: int
@@ -84,15 +106,22 @@ class Outbox:
     """
 
     def __init__(self, path: Path, *, max_count: int = 10_000,
-                 max_bytes: int = 50 * 1024 * 1024) -> None:
+                 max_bytes: int = 50 * 1024 * 1024, reserve_bytes: int = RESERVE_BYTES) -> None:
         self.path = path
         self.max_count = max_count
         self.max_bytes = max_bytes
+        self.reserve = path.with_name(path.name + ".reserve")
+        self.reserve_bytes = reserve_bytes
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._keep_reserve()
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        # Keep the WAL small (checkpoint each ~1 MiB, truncate it back to 1 MiB): on a small or
+        # full disk, WAL growth is what would fill it.
+        self._db.execute("PRAGMA wal_autocheckpoint=256")
+        self._db.execute("PRAGMA journal_size_limit=1048576")
         self._db.executescript(SCHEMA)
         self._migrate()
         self._in_flight: set[int] = set()
@@ -116,10 +145,11 @@ class Outbox:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")  # may fail too (disk full): then rolled back below
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite may have rolled back by itself
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def put(self, leaf: str, payload: bytes, *, bulk: bool = False,
             content_type: str | None = None,
@@ -130,6 +160,78 @@ class Outbox:
         that does not fit even then is dropped itself (ordinary rows are never dropped for it).
         """
         props = json.dumps([list(p) for p in user_properties]) if user_properties else None
+        while True:
+            try:
+                row_id = self._insert(leaf, payload, bulk, content_type, props)
+                if bulk:  # a recording goes into the database file now, not the WAL: once it
+                    self._checkpoint()  # is dropped, its pages are room a result can reuse
+                if not self.reserve.exists():  # after a full disk: once there is room again
+                    self._keep_reserve()
+                return row_id
+            except sqlite3.OperationalError as exc:
+                if not disk_full(exc):
+                    raise
+                if not self._make_room(exc):
+                    raise StorageFull(f"{self.path}: disk full, no recording left to drop "
+                                      f"({exc})") from exc
+
+    def _keep_reserve(self) -> None:
+        """(Re)create the reserve file if it is missing and the disk has room for it."""
+        if self.reserve_bytes <= 0 or self.reserve.exists():
+            return
+        try:
+            with open(self.reserve, "wb") as f:
+                f.write(bytes(self.reserve_bytes))  # real blocks: a sparse file reserves nothing
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            self.reserve.unlink(missing_ok=True)
+            log.warning("outbox reserve %s not (re)created: %s", self.reserve, exc)
+
+    def _make_room(self, cause: sqlite3.Error) -> bool:
+        """Disk full: drop the oldest recording (the reserve, released first, is the room its
+        delete needs); False when no recording is left and the reserve is gone too."""
+        released = self.reserve.exists()
+        if released:
+            self.reserve.unlink()
+            log.error("disk full (%s): released the outbox's reserve (%d bytes) to keep results",
+                      cause, self.reserve_bytes)
+        return self._drop_oldest_bulk(cause) or released
+
+    def _drop_oldest_bulk(self, cause: sqlite3.Error) -> bool:
+        """Delete the oldest bulk row to make room; False when there is none (or even the
+        delete cannot be written)."""
+        try:
+            with self._transaction() as db:
+                found = db.execute("SELECT id FROM outbox WHERE bulk = 1 ORDER BY id LIMIT 1"
+                                   ).fetchone()
+                if found is None:
+                    return False
+                db.execute("DELETE FROM outbox WHERE id = ?", found)
+                db.execute("UPDATE meta SET value = value + 1 WHERE key = 'bulk_dropped'")
+                self._in_flight.discard(found[0])
+        except sqlite3.OperationalError as exc:
+            log.error("disk full: cannot even drop a recording from the outbox: %s", exc)
+            return False
+        log.error("disk full (%s): dropped the oldest recording (outbox row %d) to keep a result",
+                  cause, found[0])
+        self._checkpoint()
+        return True
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database file, so that the next writes restart the WAL and
+        reuse its space (a checkpoint that cannot be written now is retried by SQLite later)."""
+        try:
+            with self._lock:
+                busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.OperationalError as exc:  # disk full, or locked by another process
+            log.warning("outbox checkpoint not written: %s", exc)
+            return
+        if busy:
+            log.debug("outbox checkpoint incomplete: a reader holds the WAL")
+
+    def _insert(self, leaf: str, payload: bytes, bulk: bool, content_type: str | None,
+                props: str | None) -> int:
         with self._transaction() as db:
             row_id = db.execute(
                 "INSERT INTO outbox (leaf, payload, created, bulk, content_type, user_properties)"
@@ -182,10 +284,17 @@ class Outbox:
             for row in fresh:
                 self._in_flight.add(row.id)
             if fresh:
-                self._db.execute(
-                    f"UPDATE outbox SET attempts = attempts + 1 WHERE id IN "
-                    f"({','.join('?' * len(fresh))})", [r.id for r in fresh])
+                self._count_attempts([r.id for r in fresh])
             return fresh
+
+    def _count_attempts(self, ids: list[int]) -> None:
+        """Count one more attempt (for operators); a disk too full (or a database locked) for
+        this bookkeeping must not stop the rows from going."""
+        try:
+            self._db.execute(f"UPDATE outbox SET attempts = attempts + 1 WHERE id IN "
+                             f"({','.join('?' * len(ids))})", ids)
+        except sqlite3.OperationalError as exc:
+            log.warning("outbox attempts of %d rows not counted: %s", len(ids), exc)
 
     def ack(self, row_id: int) -> None:
         """The broker has it: delete the row (durably)."""

@@ -47,7 +47,7 @@ _sox_warned = threading.Event()  # sox missing or failing is logged once at warn
 
 class BulkSink(Protocol):
     def submit_bulk(self, leaf: str, payload: bytes, *, content_type: str,
-                    user_properties: tuple[tuple[str, str], ...] = ()) -> int: ...
+                    user_properties: tuple[tuple[str, str], ...] = ()) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,8 @@ def submit_recording(sink: BulkSink, doc: dict[str, Any], max_bytes: int) -> int
         return None
     row_id = sink.submit_bulk(RECORDING, recording.payload, content_type=recording.content_type,
                               user_properties=recording.user_properties(doc["id"]))
+    if row_id is None:  # the disk could not take it (logged by the sink)
+        return None
     log.info("recording of %s queued: %s, %d bytes, %.1f s%s", doc["id"], recording.content_type,
              len(recording.payload), recording.duration_s,
              " (truncated)" if recording.truncated else "")

@@ -149,3 +149,28 @@ def _from_file(name: str, where: str, base_dir: Path) -> tuple[Secret | None, li
     if not text:
         return None, [(where, f"file {str(path)!r} is empty")]
     return Secret(text, source=f"file:{path}"), []
+
+
+def private_file_problems(files: Mapping[str, Path]) -> list[Problem]:
+    """Problems for secret files (``key -> path``) that others than owner and group may read
+    or write: like ssh with a private key, the probe refuses them, naming the file and the fix.
+
+    Only the "others" bits count: a deployment may let the probe's group read its secrets.
+    """
+    problems: list[Problem] = []
+    for key, path in files.items():
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:
+            continue  # unreadable or missing: reported where the file is read
+        if mode & 0o006:
+            problems.append((key, f"{str(path)!r} is accessible by others (mode {mode:04o}): "
+                                  f"a secret must not be; run: chmod o-rwx {path}"))
+    return problems
+
+
+def secret_file(secret: Secret | None) -> Path | None:
+    """The file a secret was read from, if it came from one."""
+    if secret is None or not secret.source.startswith("file:"):
+        return None
+    return Path(secret.source.removeprefix("file:"))

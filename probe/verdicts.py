@@ -43,6 +43,7 @@ class VerdictBook:
         self.clock = clock
         self.lock = threading.Lock()
         self.targets: dict[str, _TargetState] = {}
+        self.save_error: str | None = None  # the last failed save, until one works
         self._load()
 
     def assess(self, doc: dict[str, Any], target: Target, facts: ProbeFacts) -> Diagnosis:
@@ -103,8 +104,18 @@ class VerdictBook:
             return
         data = {"history": {name: s.history for name, s in self.targets.items()}}
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, self.path)
+        except OSError as exc:  # disk full, read-only: the history lives on in memory, the
+            # result that brought it here is kept, and the next save tries again
+            self.save_error = f"{type(exc).__name__}: {exc}"
+            log.error("verdict history not saved to %s: %s", self.path, exc,
+                      extra={"event": "storage_error", "path": str(self.path),
+                             "error": self.save_error})
+            tmp.unlink(missing_ok=True)
+            return
+        self.save_error = None
 
 
 def _recent(entry: tuple[float, dict[str, Any]] | None, since: float) -> dict[str, Any] | None:

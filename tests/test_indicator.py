@@ -86,7 +86,8 @@ def rig() -> Iterator[Rig]:
 
 def test_vocabulary_covers_the_issue_and_the_config() -> None:
     assert {s.value for s in Status} == {"booting", "ok", "testing", "degraded", "down",
-                                         "fault_line", "fault_modem", "broker_unreachable"}
+                                         "fault_line", "fault_modem", "fault_probe",
+                                         "broker_unreachable"}
     assert set(ALARM_STATUSES) == {s.value for s in Status} - {"booting", "ok", "testing"}
     assert set(LOOKS) == set(Status)
     # a person can tell every status apart on a single LED: timings all differ

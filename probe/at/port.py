@@ -39,6 +39,9 @@ from probe.at.urc import Urc, UrcTable
 log = logging.getLogger("probe.at")
 
 READ_TIMEOUT_S = 0.05  # bounds how long close() waits for the reader, not event stamps
+#: Unsolicited results kept while nobody reads them (the port stays open between calls): a
+#: chatty or broken modem must not grow memory without limit.  Far more than a call produces.
+URC_QUEUE_MAX = 1000
 
 
 class Transport(Protocol):
@@ -93,11 +96,12 @@ class AtPort:
 
     def __init__(self, transport: Transport, *, urcs: UrcTable | None = None,
                  clock: Callable[[], int] = time.monotonic_ns, dle: bool = False,
-                 name: str = "modem") -> None:
+                 name: str = "modem", urc_queue_max: int = URC_QUEUE_MAX) -> None:
         self.transport = transport
         self.clock = clock
         self.name = name
-        self.urcs: queue.Queue[Urc] = queue.Queue()
+        self.urcs: queue.Queue[Urc] = queue.Queue(maxsize=urc_queue_max)
+        self.urcs_dropped = 0  # the oldest unread URCs dropped to keep the queue bounded
         self.router = Router(urcs or UrcTable.with_extra(), self._on_urc, dle=dle)
         self.gone: BaseException | None = None
         self._fifo: deque[Pending] = deque()
@@ -285,9 +289,24 @@ class AtPort:
     def _on_urc(self, urc: Urc) -> None:
         if urc.name == "unknown":  # a late echo of AT+CPIN="..." lands here: redacted
             log.debug("%s: unsolicited %r", self.name, redact(urc.text))
-        self.urcs.put(urc)
+        self._enqueue(urc)
         for listener in self.listeners:
             listener(urc)
+
+    def _enqueue(self, urc: Urc) -> None:
+        """Queue ``urc``; when full, drop the oldest: the newest says what the modem is doing
+        now (and "gone" must always get through).  Only the reader thread puts."""
+        while True:
+            try:
+                self.urcs.put_nowait(urc)
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):  # a reader may have emptied it meanwhile
+                    self.urcs.get_nowait()
+                    self.urcs_dropped += 1
+                    if self.urcs_dropped in (1, 10, 100) or self.urcs_dropped % 10_000 == 0:
+                        log.warning("%s: %d unread unsolicited results dropped (queue of %d "
+                                    "full)", self.name, self.urcs_dropped, self.urcs.maxsize)
 
     def drain_urcs(self) -> list[Urc]:
         out: list[Urc] = []

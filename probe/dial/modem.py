@@ -184,6 +184,8 @@ class ModemDialer:
             doc = copy.deepcopy(self._health)
             mono = self._health_mono
         doc["age_s"] = round(time.monotonic() - mono, 1) if mono is not None else None
+        at = self.at
+        doc["urcs_dropped"] = at.urcs_dropped if at is not None else 0
         return doc
 
     def refresh_health(self) -> dict[str, Any]:

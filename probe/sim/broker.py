@@ -147,6 +147,17 @@ class LocalBroker:
         if process is not None:
             _terminate(process, timeout)
 
+    def kill(self) -> None:
+        """``kill -9`` mosquitto: no goodbye to its clients, nothing saved (a crash, a power cut
+        of the broker host).  ``start()`` brings it back on the same port."""
+        process, self.process = self.process, None
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(5)
+
     def close(self) -> None:
         """Stop and remove the temp dir (config, ACL, log)."""
         self.stop()
@@ -286,6 +297,7 @@ class Subscriber:
         on_message: Callable[[Message], None] | None = None,
         session_expiry_s: int | None = None,
         tls: ssl.SSLContext | None = None,
+        reconnect_delay_s: tuple[float, float] | None = None,
     ) -> None:
         self.host = host
         self._on_each = on_message  # e.g. the demo prints each message as it arrives
@@ -306,6 +318,9 @@ class Subscriber:
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
+        if reconnect_delay_s is not None:  # a test restarting the broker often: back at once
+            self._client.reconnect_delay_set(*reconnect_delay_s)
+        self.subscriptions = 0  # SUBACKs so far: one per (re)connect
         self._started = False
 
     def start(self) -> Subscriber:
@@ -369,6 +384,7 @@ class Subscriber:
         self._on_each = None
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        self.subscriptions += 1
         self._subscribed.set()
 
     def _on_message(self, client, userdata, msg) -> None:
