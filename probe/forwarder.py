@@ -30,15 +30,19 @@ log = logging.getLogger("probe.forwarder")
 MAX_UNSAVED = 1000
 #: How often the forwarder retries storing held results (and how long it rests after an error).
 RETRY_STORE_S = 2.0
+#: MQTT 5 PUBACK 0x10 "No matching subscribers": the broker took the message and dropped it.
+NO_SUBSCRIBERS = 0x10
 
 
 class Forwarder:
     def __init__(self, outbox: Outbox, *, rate_per_s: float = 20.0, window: int = 10,
-                 refused_backoff_s: float = 30.0) -> None:
+                 refused_backoff_s: float = 30.0, unheard_backoff_s: float = 5.0) -> None:
         self.outbox = outbox
         self.rate_per_s = rate_per_s
         self.window = window
         self.refused_backoff_s = refused_backoff_s
+        self.unheard_backoff_s = unheard_backoff_s
+        self.unheard = 0  # PUBACKs that said nobody subscribed: kept and sent again
         self.publisher: Publisher | None = None
         self.sent = 0
         self.acked = 0
@@ -141,7 +145,21 @@ class Forwarder:
         row = delivery.ref
         if not isinstance(row, Row):
             return
-        if delivery.acked:
+        if delivery.reason_code == NO_SUBSCRIBERS:
+            # Nobody subscribed: the broker dropped it.  That is the window right after a
+            # mosquitto restart (it does not restore a persistent session's *shared*
+            # subscription, so ops' $share/... is gone until ops reconnects) or ops not yet
+            # running: keep the row and send it again soon — a monitoring result nobody heard
+            # is not delivered.
+            self.outbox.release(row.id)
+            self.unheard += 1
+            if row.bulk:
+                self._bulk_paused_until = time.monotonic() + self.unheard_backoff_s
+            else:
+                self._paused_until = time.monotonic() + self.unheard_backoff_s
+            log.warning("no subscriber for outbox row %d (%s): kept, sending again in %.0f s",
+                        row.id, row.leaf, self.unheard_backoff_s)
+        elif delivery.acked:
             try:
                 self.outbox.ack(row.id)
             except sqlite3.Error as exc:  # locked or full: it goes again (at least once),

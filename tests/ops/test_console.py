@@ -28,7 +28,9 @@ from fastapi import FastAPI
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import select
@@ -643,3 +645,172 @@ def test_fleet_grid_comes_a_page_at_a_time(fleet: Seeded, browser: WebDriver,
     browser.get(f"{fleet.base}/?channel=sip&page=99")  # past the end: the last page
     assert browser.find_element(By.ID, "grid-pager").get_attribute("data-page") == "2"
     assert not browser.find_elements(By.CSS_SELECTOR, "ul.quiet li")  # all have rows
+
+
+# --------------------------------------------------------------------------- phone and keyboard
+
+PHONE = (390, 844)
+DESKTOP = (1400, 1000)
+
+
+def page_width(driver: WebDriver) -> dict[str, Any]:
+    """The page's width against the window's, and (to say why) what sticks out of it that is
+    not inside a box of its own that scrolls."""
+    return driver.execute_script(
+        "const inner = window.innerWidth;"
+        "const wide = [...document.querySelectorAll('body *')].filter(e =>"
+        "  e.getBoundingClientRect().right > inner + 1 && !e.closest('.scroll'))"
+        "  .slice(0, 5).map(e => e.tagName + '#' + e.id + '.' + e.getAttribute('class'));"
+        "return {scroll: document.documentElement.scrollWidth, inner: inner, wide: wide};")
+
+
+def test_every_page_fits_a_phone(fleet: Seeded, browser: WebDriver) -> None:
+    pages = {"fleet": "/", "incidents": "/incidents",
+             "incident": f"/incidents/{fleet.incident_id}", "target": "/targets/support",
+             "sla": "/targets/support/sla", "probe": "/probes/p1", "probe-history": "/probes/p2",
+             "call": f"/calls/{fleet.ids['p1-1']}", "call-503": f"/calls/{fleet.ids['p1-2']}"}
+    login(browser, fleet, "olga")  # an operator: the incident and probe pages show their forms
+    browser.set_window_size(*PHONE)
+    try:
+        for name, path in [*pages.items(), ("login", "/login")]:
+            if name == "login":
+                browser.delete_all_cookies()
+            browser.get(f"{fleet.base}{path}")
+            if name == "call":
+                wait(browser, lambda d: d.find_element(By.ID, "audio-view").get_attribute(
+                    "data-state") == "drawn", "the decoded recording")
+            width = page_width(browser)
+            assert 360 <= width["inner"] <= PHONE[0], width  # the window really is a phone's
+            assert width["scroll"] <= width["inner"] + 1, (name, width)
+            if name in ("fleet", "call", "login"):
+                browser.save_screenshot(str(fleet.shots / f"{name}-phone.png"))
+            if name == "fleet":
+                # The grid is wider than the phone: it scrolls in its own box.
+                box = browser.execute_script(
+                    "const s = document.getElementById('fleet-grid-scroll');"
+                    "return [s.scrollWidth, s.clientWidth, getComputedStyle(s).overflowX];")
+                assert box[0] > box[1] and box[2] == "auto", box
+                at_end = browser.execute_script(  # the newest rounds, at the right, in view
+                    "const s = document.getElementById('fleet-grid-scroll');"
+                    "return s.scrollWidth - s.clientWidth - s.scrollLeft;")
+                assert at_end <= 1
+                header = browser.find_element(By.CSS_SELECTOR, "header.top").size
+                assert header["width"] <= width["inner"] and header["height"] > 40  # wrapped
+            if name == "call":
+                # The ladder, the canvases and the bands shrink to the width, keeping their shape.
+                sizes = browser.execute_script(
+                    "return ['ladder', 'waveform', 'spectrogram', 'bands'].map(id => {"
+                    "  const e = document.getElementById(id), r = e.getBoundingClientRect();"
+                    "  return [id, r.right, r.width, r.height]; });")
+                for element, right, w, h in sizes:
+                    assert right <= width["inner"] and w > 200 and h > 0, (element, right, w)
+                waveform = next(s for s in sizes if s[0] == "waveform")
+                assert waveform[2] / waveform[3] == pytest.approx(900 / 110, rel=0.05)
+                height = browser.execute_script("return document.documentElement.scrollHeight")
+                browser.execute_script("document.getElementById('ladder').scrollIntoView()")
+                browser.save_screenshot(str(fleet.shots / "call-phone-ladder.png"))
+                browser.execute_script("document.getElementById('audio-view').scrollIntoView()")
+                browser.save_screenshot(str(fleet.shots / "call-phone-audio.png"))
+                browser.set_window_size(PHONE[0], min(int(height) + 100, 5000))
+                browser.save_screenshot(str(fleet.shots / "call-phone-full.png"))
+                browser.set_window_size(*PHONE)
+    finally:
+        browser.set_window_size(*DESKTOP)
+
+
+def tab(driver: WebDriver, back: bool = False) -> str:
+    """Press Tab (or Shift+Tab) and say where the focus went."""
+    chain = ActionChains(driver)
+    if back:
+        chain.key_down(Keys.SHIFT).send_keys(Keys.TAB).key_up(Keys.SHIFT)
+    else:
+        chain.send_keys(Keys.TAB)
+    chain.perform()
+    return focused(driver)
+
+
+def focused(driver: WebDriver) -> str:
+    return driver.execute_script(
+        "const e = document.activeElement;"
+        "return e.id || (e.getAttribute('class') || '').split(' ')[0] || e.tagName;")
+
+
+def press(driver: WebDriver, keys: str) -> None:
+    ActionChains(driver).send_keys(keys).perform()
+
+
+def ring(driver: WebDriver, of: str = "document.activeElement") -> tuple[str, float]:
+    """The focus outline the browser draws: its style and width in px."""
+    style, width = driver.execute_script(
+        f"const s = getComputedStyle({of}); return [s.outlineStyle, s.outlineWidth];")
+    return style, float(width.removesuffix("px"))
+
+
+def test_keyboard_logs_in_acknowledges_and_reaches_the_grid(fleet: Seeded,
+                                                            browser: WebDriver) -> None:
+    now = utcnow()
+    with transaction(fleet.sessions) as session:
+        incident = Incident(key="hotline:keyboard", target="support", scope="hotline",
+                            subject="*", state="open", cause="hotline.busy", severity="down",
+                            opened_at=now, updated_at=now, sites=["Office North"], evidence=[],
+                            detail={}, last_round=1)
+        session.add(incident)
+        session.flush()
+        session.add(IncidentEvent(incident_id=incident.id, at=now, kind="opened", detail={}))
+        incident_id = incident.id
+    browser.delete_all_cookies()
+    browser.get(f"{fleet.base}/incidents/{incident_id}")
+    assert "/login" in browser.current_url
+    assert focused(browser) == "name"  # autofocus: a keyboard user starts in the name field
+    # Back to the top: the first stop is the skip link, which jumps past the header.
+    for _ in range(10):
+        if tab(browser, back=True) == "skip":
+            break
+    assert focused(browser) == "skip"
+    assert browser.execute_script("return document.activeElement.getBoundingClientRect().top") >= 0
+    assert ring(browser)[0] == "solid"
+    press(browser, Keys.ENTER)
+    wait(browser, lambda d: focused(d) == "main", "the skip link's jump")
+    # Tab: the name field, the password, the submit button; each with a visible ring.
+    assert tab(browser) == "name" and ring(browser)[0] == "solid" and ring(browser)[1] >= 2
+    press(browser, "olga")
+    assert tab(browser) == "password"
+    press(browser, PASSWORD)
+    assert tab(browser) == "login-submit"
+    assert browser.execute_script("const e = document.activeElement;"
+                                  "return [e.tagName, e.type]") == ["BUTTON", "submit"]
+    style, width = ring(browser)
+    assert style == "solid" and width >= 2
+    press(browser, Keys.ENTER)
+    wait(browser, lambda d: d.current_url.endswith(f"/incidents/{incident_id}"),
+         "the incident, logged in")
+
+    # The acknowledge button: reached with Tab, pressed with Enter.
+    visited = [tab(browser)]
+    while visited[-1] != "ack-button" and len(visited) < 40:
+        visited.append(tab(browser))
+    assert visited[-1] == "ack-button", visited
+    assert visited[0] == "skip"
+    style, width = ring(browser)
+    assert style == "solid" and width >= 2
+    press(browser, Keys.ENTER)
+    wait(browser, lambda d: d.find_element(By.ID, "incident-state").text == "acknowledged",
+         "the acknowledged state")
+    row = browser.find_element(By.CSS_SELECTOR, '#timeline tr[data-kind="acknowledged"]')
+    assert "olga" in row.text
+
+    # The grid's boxes are links a keyboard reaches, and each says what it is.
+    browser.get(f"{fleet.base}/")
+    for _ in range(60):
+        if tab(browser) == "seg":
+            break
+    link = browser.switch_to.active_element
+    assert "seg" in link.get_attribute("class").split()
+    label = link.get_attribute("aria-label")
+    probe = link.find_element(By.XPATH, "ancestor::tr").get_attribute("data-probe")
+    site = {"p1": "Office North", "p2": "Office South", "p3": "Office East"}[probe]
+    assert label.startswith(f"{site} · support · round ") and link.get_attribute(
+        "data-vote") in label, label
+    assert ring(browser, "document.activeElement.parentElement")[0] == "solid"  # the box
+    press(browser, Keys.ENTER)
+    wait(browser, lambda d: "/calls/" in d.current_url, "the call behind the box")

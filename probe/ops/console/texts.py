@@ -181,6 +181,9 @@ RU: dict[str, str] = {
     "of": "из",
     "previous": "назад",
     "next": "вперёд",
+    "Skip to content": "Перейти к содержимому",
+    "Main menu": "Главное меню",
+    "Legend": "Обозначения",
 }
 
 

@@ -6,7 +6,21 @@
 (function liveFleet() {
   const grid = document.getElementById("grid");
   const badge = document.getElementById("live");
-  if (!grid || !window.EventSource) return;
+  if (!grid) return;
+
+  // On a narrow screen the grid scrolls in its own box: show the newest rounds (the right
+  // end) first, and keep the reader's place when a live update redraws it.
+  function scroller() { return grid.querySelector(".grid-scroll"); }
+  function fromRight() {
+    const box = scroller();
+    return box ? box.scrollWidth - box.clientWidth - box.scrollLeft : 0;
+  }
+  function keep(offset) {
+    const box = scroller();
+    if (box) box.scrollLeft = box.scrollWidth - box.clientWidth - offset;
+  }
+  keep(0);
+  if (!window.EventSource) return;
   let busy = false, again = false;
 
   function state(name) {
@@ -23,7 +37,9 @@
       const reply = await fetch(grid.dataset.fragment, {credentials: "same-origin"});
       if (reply.status === 401) { window.location.reload(); return; }
       if (reply.ok) {
-        grid.innerHTML = await reply.text();
+        const offset = fromRight(), html = await reply.text();
+        grid.innerHTML = html;
+        keep(offset);
         grid.dataset.version = String(Number(grid.dataset.version || "0") + 1);
       }
     } catch (err) {
