@@ -91,7 +91,7 @@ def finish(session: Session, out: Stored) -> None:
 def store(session: Session, item: Parsed, now: dt.datetime, out: Stored) -> None:
     """Write one parsed message (see the module docstring)."""
     if isinstance(item, ResultIn):
-        _result(session, item, now, out)
+        store_results(session, [item], now, out)
     elif isinstance(item, StatusIn):
         _status(session, item, now)
         out.probes.add(item.probe_id)
@@ -118,31 +118,6 @@ def quarantine(session: Session, item: Rejected, now: dt.datetime) -> None:
                            reason=item.reason[:500], size=len(item.payload),
                            payload=item.payload[:QUARANTINE_KEEP_BYTES]))
     add_counter(session, f"quarantined:{item.reason.split(':')[0][:60]}")
-
-
-def _result(session: Session, r: ResultIn, now: dt.datetime, out: Stored) -> None:
-    inserted = session.execute(insert_for(session, Result).values(
-        id=r.id, probe_id=r.probe_id, site=r.site, target=r.target, channel=r.channel,
-        path=r.path, started_at=r.started_at, received_at=now, outcome=r.outcome, met=r.met,
-        vote=r.vote, cause=r.cause, verdict=r.verdict, final=r.final,
-        cause_detail=r.cause_detail or None, pdd_ms=r.pdd_ms,
-        answer_ms=r.answer_ms, mos=r.mos, document=r.document,
-    ).on_conflict_do_nothing(index_elements=["id"]).returning(Result.id)).first()
-    if inserted is None:  # (rowcount is not reliable here: psycopg reports -1)
-        out.duplicates += 1
-        return
-    out.results += 1
-    out.per_path[(r.target, r.channel)] = out.per_path.get((r.target, r.channel), 0) + 1
-    out.targets.add(r.target)
-    out.seen_probes.add(r.probe_id)
-    if r.vote == "local":
-        out.probes.add(r.probe_id)
-    out.result_times.append((r.target, r.started_at))
-    _ensure_probe(session, r.probe_id, now, r.site)
-    # Out-of-order arrival after an outbox drain is normal: keep the newest start time.
-    session.execute(update(Probe).where(Probe.id == r.probe_id).where(
-        (Probe.last_result_at.is_(None)) | (Probe.last_result_at < r.started_at)
-    ).values(last_result_at=r.started_at))
 
 
 def _ensure_probe(session: Session, probe_id: str, now: dt.datetime,
