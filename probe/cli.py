@@ -1,7 +1,9 @@
 """The ``probe`` command.
 
-Exit codes: 0 success (the hotline met the target's expectations), 1 the hotline check failed,
-2 usage or configuration error (every problem is printed with its key path).
+Exit codes (probe/exitcodes.py): 0 the hotline met the target's expectations, 1 the hotline
+failed, 2 usage or configuration error (every problem is printed with its key path), 3 the probe
+could not judge (verdict unknown, probe-side fault), 70 the probe crashed (one line; the
+traceback with ``-v``).
 """
 
 from __future__ import annotations
@@ -11,13 +13,23 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
 from probe import __version__
 from probe.errors import ConfigError, DialerError
+from probe.exitcodes import (
+    EPILOG,
+    EXIT_OK,
+    EXIT_SOFTWARE,
+    EXIT_UNJUDGED,
+    EXIT_USAGE,
+    USAGE_EPILOG,
+    result_exit_code,
+)
+from probe.human import show, words
 
-EXIT_OK, EXIT_HOTLINE_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_CONFIG = "/etc/hotline-probe/probe.toml"
 
 
@@ -42,24 +54,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, reason in exc.problems:
             print(f"{exc.source or 'config'}: {key}: {reason}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:  # a bug: one line, its own exit code, the traceback with -v
+        return crashed(exc, verbose=args.verbose)
+
+
+def crashed(exc: Exception, *, verbose: bool) -> int:
+    """Report an unexpected exception in one line (the traceback only with ``-v``)."""
+    if verbose:
+        traceback.print_exception(exc, file=sys.stderr)
+    hint = "" if verbose else " (probe -v ... shows the traceback)"
+    print(f"probe: internal error: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+    return EXIT_SOFTWARE
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="probe", description="Test-call a customer hotline and "
-                                "report whether it works, and if not, why.")
+                                "report whether it works, and if not, why.", epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="store_true", help="print versions and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command")
+    raw = argparse.RawDescriptionHelpFormatter
 
     def with_config(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument("-c", "--config", default=os.environ.get("PROBE_CONFIG", DEFAULT_CONFIG),
                          help=f"TOML configuration (default: $PROBE_CONFIG or {DEFAULT_CONFIG})")
 
-    check = sub.add_parser("check-config", help="validate a configuration file")
+    check = sub.add_parser("check-config", help="validate a configuration file",
+                           description="Validate a configuration file and print every problem "
+                           "with its key path.", epilog=USAGE_EPILOG, formatter_class=raw)
     with_config(check)
     check.set_defaults(func=cmd_check_config)
 
-    call = sub.add_parser("call", help="place one test call now and print its result")
+    call = sub.add_parser("call", help="place one test call now and print its result",
+                          description="Place one test call to a configured target now and print "
+                          "its result (a summary, or the JSON document with --json).",
+                          epilog=EPILOG, formatter_class=raw)
     with_config(call)
     call.add_argument("target", help="target name from the configuration")
     call.add_argument("--channel", choices=("sip", "gsm", "analog"),
@@ -67,7 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--json", action="store_true", help="print the result as JSON")
     call.set_defaults(func=cmd_call)
 
-    run = sub.add_parser("run", help="run the schedule and publish results (the daemon)")
+    run = sub.add_parser("run", help="run the schedule and publish results (the daemon)",
+                         description="Run the schedule and publish results over MQTT (the "
+                         "daemon). With --once: call every target over every channel once, then "
+                         "stop; the exit code covers all those calls (any failure: 1, else any "
+                         "call not judged: 3). Without --once: 0 on a planned stop.",
+                         epilog=EPILOG, formatter_class=raw)
     with_config(run)
     run.add_argument("--once", action="store_true",
                      help="call every target over every channel once, publish, then stop")
@@ -76,10 +111,14 @@ def _parser() -> argparse.ArgumentParser:
                      help="log lines on stdout: JSON for journald (default when not a terminal)")
     run.set_defaults(func=cmd_run)
 
-    schema = sub.add_parser("schema", help="print the result JSON Schema")
+    schema = sub.add_parser("schema", help="print the result JSON Schema",
+                            description="Print the result JSON Schema.", epilog=USAGE_EPILOG,
+                            formatter_class=raw)
     schema.set_defaults(func=cmd_schema)
 
-    demo = sub.add_parser("demo", help="run test calls against local stand-ins (make demo)")
+    demo = sub.add_parser("demo", help="run test calls against local stand-ins (make demo)",
+                          description="Run test calls against local stand-ins (make demo).",
+                          epilog=USAGE_EPILOG, formatter_class=raw)
     demo.set_defaults(func=cmd_demo)
 
     line = sub.add_parser("line", help="read the analog line through the probe board")
@@ -118,7 +157,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_call(args: argparse.Namespace) -> int:
     from probe.config import load_config
     from probe.diagnose import ProbeFacts
-    from probe.result import hotline_ok
     from probe.runner import prepare_state_dir, run_call, start_modem_dialer, start_sip_dialer
     from probe.verdicts import VerdictBook
 
@@ -133,6 +171,10 @@ def cmd_call(args: argparse.Namespace) -> int:
     try:
         dialer: Any = (start_sip_dialer(config) if channel == "sip"
                        else start_modem_dialer(config, channel))
+        if dialer is None:
+            raise ConfigError([(channel if channel == "sip" else f"modems.{channel}",
+                                f"target {target.name!r} calls over {channel}, but no "
+                                f"{channel} section is configured")], config.source)
         try:
             registration = getattr(dialer, "registration_facts", None)
             facts = ProbeFacts(sip_registration=registration() if callable(registration)
@@ -143,11 +185,11 @@ def cmd_call(args: argparse.Namespace) -> int:
         finally:
             if dialer is not None:
                 dialer.close()
-    except DialerError as exc:
-        print(f"probe: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except DialerError as exc:  # the SIP stack or the modem would not serve: a probe fault
+        print(f"probe: could not place the call: {exc}", file=sys.stderr)
+        return EXIT_UNJUDGED
     print(json.dumps(doc, indent=2) if args.json else summarize(doc))
-    return EXIT_OK if hotline_ok(doc) else EXIT_HOTLINE_FAILED
+    return result_exit_code(doc)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -194,44 +236,91 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def summarize(doc: dict[str, Any]) -> str:
-    """A result as a few human lines (the JSON carries everything)."""
+    """A result as a few human lines (the JSON carries everything); never ``None``/``False``."""
     t = doc["timings_ms"]
-    sip = doc.get("sip") or {}
-    rtp = doc.get("rtp")
     verdict = "OK" if doc["expectations"]["met"] else "FAILED"
     lines = [
         f"{doc['target']} over {doc['channel']}: {doc['outcome']} — {verdict}",
         f"  post-dial delay {_ms(t['post_dial_delay'])}, answer after "
         f"{_ms(t['time_to_answer'])}, rang {_ms(t['ring_duration'])}, "
         f"talked {_ms(t['talk_duration'])}",
+        *_sip_lines(doc.get("sip")), *_modem_lines(doc.get("modem")),
+        *_rtp_lines(doc.get("rtp")), *_heard_lines(doc.get("analysis")),
     ]
-    if sip:
-        lines.append(f"  SIP final {sip['final_code']} {sip['final_reason'] or ''}".rstrip())
-    modem = doc.get("modem")
-    if modem:
-        lines.append(f"  modem {modem['profile']} ({modem['model'] or '?'}): "
-                     f"{modem['registration_state'] or '-'}, {modem['operator'] or '-'} "
-                     f"{modem['access_technology'] or ''}, signal {modem['signal_dbm']} dBm; "
-                     f"end {modem['result']} cause {modem['cause']} {modem['cause_text'] or ''}"
-                     + (f"; error {modem['error']}" if modem["error"] else ""))
-    if rtp:
-        lines.append(f"  RTP {rtp['codec']}: {rtp['packets_received']} received, "
-                     f"{rtp['packets_lost']} lost, jitter {rtp['jitter_mean_ms']} ms mean")
     for check in doc["expectations"]["checks"]:
         if not check["met"]:
-            lines.append(f"  failed {check['check']}: measured {check['measured']}, "
-                         f"limit {check['limit']}")
-    diagnosis = doc.get("diagnosis")
-    if diagnosis:
-        lines.append(f"  verdict {diagnosis['verdict'].upper()}: {diagnosis['summary']}")
-        for cause in diagnosis["causes"]:
-            lines.append(f"    [{cause['code']}] {cause['summary']}")
-            lines.append(f"      -> {cause['actor']}: {cause['remedy']}")
+            lines.append(f"  failed {check['check']}: measured {show(check['measured'])}, "
+                         f"limit {show(check['limit'], missing='none')}")
+    lines += _diagnosis_lines(doc.get("diagnosis"))
+    if doc.get("clock_synced") is False:
+        lines.append("  clock not synchronised: timestamps may be off (durations are not)")
     return "\n".join(lines)
 
 
+def _sip_lines(sip: dict[str, Any] | None) -> list[str]:
+    if not sip:
+        return []
+    return [f"  SIP final {show(sip['final_code'], missing='none')} "
+            f"{sip['final_reason'] or ''}".rstrip()]
+
+
+def _modem_lines(modem: dict[str, Any] | None) -> list[str]:
+    if not modem:
+        return []
+    cause = (f"cause {modem['cause']} {modem['cause_text'] or ''}".rstrip()
+             if modem["cause"] is not None else "no end cause")
+    line = (f"  modem {modem['profile']} ({modem['model'] or '?'}): "
+            f"{modem['registration_state'] or '-'}, {modem['operator'] or '-'} "
+            f"{modem['access_technology'] or ''}".rstrip()
+            + f", signal {show(modem['signal_dbm'], 'dBm')}; "
+            f"end {words(modem['result'])}, {cause}")
+    return [line + (f"; error {modem['error']}" if modem["error"] else "")]
+
+
+def _rtp_lines(rtp: dict[str, Any] | None) -> list[str]:
+    if not rtp:
+        return []
+    return [f"  RTP {words(rtp['codec'])}: {show(rtp['packets_received'])} received, "
+            f"{show(rtp['packets_lost'])} lost, jitter {show(rtp['jitter_mean_ms'], 'ms')} mean"]
+
+
+def _heard_lines(analysis: dict[str, Any] | None) -> list[str]:
+    """What was heard: tones, prompts, speech, MOS with its method."""
+    if not analysis:
+        return []
+    tones = ", ".join(t["kind"] for t in analysis.get("tones", [])) or "no tones"
+    speech = analysis.get("speech") or {}
+    heard = (f"speech {show(speech.get('total_s'), 's')}" if speech.get("present")
+             else "no speech")
+    prompts = analysis.get("prompts") or {}
+    matched = ", ".join(repr(m["name"]) for m in prompts.get("matched", []))
+    if matched:
+        heard += f", prompt {matched}"
+    elif prompts.get("unknown_greeting"):
+        heard += ", a greeting matching no known prompt"
+    return [f"  heard: {tones}; {heard}{_mos(analysis.get('quality') or {})}"]
+
+
+def _mos(quality: dict[str, Any]) -> str:
+    for key in ("full_reference", "emodel"):
+        score = quality.get(key)
+        if score and score.get("mos") is not None:
+            return f"; MOS {score['mos']} ({score.get('method') or key})"
+    return ""
+
+
+def _diagnosis_lines(diagnosis: dict[str, Any] | None) -> list[str]:
+    if not diagnosis:
+        return []
+    lines = [f"  verdict {diagnosis['verdict'].upper()}: {diagnosis['summary']}"]
+    for cause in diagnosis["causes"]:
+        lines.append(f"    [{cause['code']}] {cause['summary']}")
+        lines.append(f"      -> {cause['actor']}: {cause['remedy']}")
+    return lines
+
+
 def _ms(value: int | None) -> str:
-    return "—" if value is None else f"{value} ms"
+    return "-" if value is None else f"{value} ms"
 
 
 if __name__ == "__main__":

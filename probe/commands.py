@@ -14,6 +14,17 @@ match it::
 
 Malformed, unknown or over-rate commands are answered with ``"ok": false`` and a reason, logged,
 and never raise into the MQTT thread.
+
+MQTT 5 properties of a command, as the ecosystem expects them:
+
+* **Response Topic**: honoured when it is the probe's own ``cmd-reply`` topic.  The shipped ACL
+  (deploy/mosquitto) lets a probe write nowhere else, so any other Response Topic is not
+  written to (the broker would refuse it): the answer goes to ``cmd-reply`` and says so in
+  ``"response_topic"``.
+* **Message Expiry**: mosquitto drops a command whose expiry passed while it waited for the
+  probe; one that reaches the probe carries the *remaining* seconds.  A ``run`` queued behind
+  other calls is not started after that time: it is answered ``"ok": false``, ``expired``.
+* Every reply is ``application/json`` and carries the request's Correlation Data.
 """
 
 from __future__ import annotations
@@ -22,11 +33,14 @@ import json
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from probe.mqtt import JSON_CONTENT_TYPE, topic
 
 if TYPE_CHECKING:
     from probe.daemon import Daemon
@@ -122,6 +136,41 @@ def nesting(text: str) -> int:
     return deepest
 
 
+@dataclass(frozen=True)
+class Request:
+    """What a reply needs of the command it answers."""
+
+    name: str
+    correlation: bytes | None = None
+    #: Said in every reply when the Response Topic asked for could not be honoured.
+    response_topic_note: str | None = None
+    #: time.monotonic() after which the command has expired (its Message Expiry), or None.
+    deadline: float | None = None
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.deadline is not None and (now or time.monotonic()) >= self.deadline
+
+
+def response_topic_note(asked: str | None, own: str) -> str | None:
+    """None when the reply can go where the caller asked, else what the reply says instead.
+
+    >>> response_topic_note("hotline-probe/v1/p1/cmd-reply", "hotline-probe/v1/p1/cmd-reply")
+    >>> response_topic_note("ops/inbox", "hotline-probe/v1/p1/cmd-reply")[:30]
+    "not honoured: 'ops/inbox' is n"
+    """
+    if asked is None or asked == own:
+        return None
+    return (f"not honoured: {asked[:200]!r} is not this probe's to write (the broker's ACL "
+            f"allows only {own}); answered on {own}")
+
+
+def expiry_deadline(properties: Properties | None, now: float) -> float | None:
+    """The monotonic time a command expires at, from the Message Expiry Interval the broker
+    delivered (the seconds remaining), or None when it never expires."""
+    remaining = getattr(properties, "MessageExpiryInterval", None) if properties else None
+    return None if remaining is None else now + float(remaining)
+
+
 class CommandHandler:
     def __init__(self, daemon: Daemon, rate: RateLimit | None = None,
                  rejected_rate: RateLimit | None = None) -> None:
@@ -134,75 +183,97 @@ class CommandHandler:
     def receive(self, topic: str, payload: bytes, properties: Properties | None) -> None:
         """Publisher callback (MQTT thread): validate, then act or hand over; never raises."""
         self.received += 1
-        name = topic.rsplit("/", 1)[-1]
-        correlation = getattr(properties, "CorrelationData", None) if properties else None
+        request = self.request(topic.rsplit("/", 1)[-1], properties)
+        name = request.name
         args, problem = parse(name, payload)  # bounded: size and nesting checked first
         # Malformed commands have a bucket of their own, with the same limits: a flood of them
         # is rate-limited like valid ones, and never uses up the valid commands' rate.
         bucket = self.rate if problem is None else self.rejected_rate
         if not bucket.allow():
             args, problem = None, "rate limited: too many commands, try again in a few seconds"
+        if problem is None and request.expired():
+            problem = "expired: its Message Expiry passed before the probe received it"
         if problem is not None:
             self.rejected += 1
             log.warning("command %r rejected: %s", name[:40], problem)
-            self.reply(name, correlation, {"ok": False, "reason": problem})
+            self.reply(request, {"ok": False, "reason": problem})
             return
         assert args is not None
         log.info("command %s %s", name, json.dumps(args))
         try:
-            getattr(self, f"_{name}")(args, correlation)
+            getattr(self, f"_{name}")(args, request)
         except Exception as exc:  # a command must never take the MQTT thread down
             log.exception("command %s failed", name)
-            self.reply(name, correlation, {"ok": False, "reason": f"internal error: {exc}"})
+            self.reply(request, {"ok": False, "reason": f"internal error: {exc}"})
 
-    def reply(self, name: str, correlation: bytes | None, body: dict[str, Any]) -> None:
+    def request(self, name: str, properties: Properties | None) -> Request:
+        """The reply-side facts of a command: Correlation Data, Response Topic, expiry."""
+        asked = getattr(properties, "ResponseTopic", None) if properties else None
+        note = response_topic_note(asked, self.reply_topic())
+        if note is not None:
+            log.warning("command %r: Response Topic %s", name[:40], note)
+        return Request(name=name,
+                       correlation=getattr(properties, "CorrelationData", None)
+                       if properties else None,
+                       response_topic_note=note,
+                       deadline=expiry_deadline(properties, time.monotonic()))
+
+    def reply_topic(self) -> str:
+        config = self.daemon.config
+        return topic(config.probe.id if config is not None else "+", REPLY_LEAF)
+
+    def reply(self, request: Request, body: dict[str, Any]) -> None:
         publisher = self.daemon.publisher
         if publisher is None:
             return
         props = Properties(PacketTypes.PUBLISH)
-        if correlation is not None:
-            props.CorrelationData = correlation
-        publisher.publish(REPLY_LEAF, {"command": name, **body}, properties=props)
+        props.ContentType = JSON_CONTENT_TYPE
+        if request.correlation is not None:
+            props.CorrelationData = request.correlation
+        note = {"response_topic": request.response_topic_note} \
+            if request.response_topic_note else {}
+        publisher.publish(REPLY_LEAF, {"command": request.name, **body, **note},
+                          properties=props)
 
     # -- the commands ---------------------------------------------------------------------------
-    def _run(self, args: dict[str, Any], correlation: bytes | None) -> None:
+    def _run(self, args: dict[str, Any], request: Request) -> None:
         from probe.daemon import Job
 
         config = self.daemon.config
         assert config is not None
         target = next((t for t in config.targets if t.name == args["target"]), None)
         if target is None:
-            self.reply("run", correlation, {"ok": False, "reason":
+            self.reply(request, {"ok": False, "reason":
                                             f"no target named {args['target']!r}"})
             return
         channel = args.get("channel", target.channels[0])
         if channel not in target.channels:
-            self.reply("run", correlation, {"ok": False, "reason":
+            self.reply(request, {"ok": False, "reason":
                                             f"target {target.name!r} has no {channel} channel"})
             return
         job = Job(target, channel,
-                  reply=lambda body: self.reply("run", correlation, body))
+                  reply=lambda body: self.reply(request, body))
         if not self.daemon.scheduler.run_now(job):
-            self.reply("run", correlation, {"ok": False, "reason": f"no {channel} line"})
+            self.reply(request, {"ok": False, "reason": f"no {channel} line"})
             return
-        self.reply("run", correlation, {"ok": True, "accepted": True})
+        self.reply(request, {"ok": True, "accepted": True})
 
-    def _reload(self, args: dict[str, Any], correlation: bytes | None) -> None:
+    def _reload(self, args: dict[str, Any], request: Request) -> None:
         problems = self.daemon.reload()
         if problems:
-            self.reply("reload", correlation, {"ok": False, "reason": "invalid configuration, "
+            self.reply(request, {"ok": False, "reason": "invalid configuration, "
                        "old one kept", "problems": [f"{k}: {r}" for k, r in problems]})
         else:
-            self.reply("reload", correlation, {"ok": True})
+            self.reply(request, {"ok": True})
 
-    def _health(self, args: dict[str, Any], correlation: bytes | None) -> None:
-        self.reply("health", correlation, {"ok": True, "health": self.daemon.health()})
+    def _health(self, args: dict[str, Any], request: Request) -> None:
+        self.reply(request, {"ok": True, "health": self.daemon.health()})
 
-    def _silence(self, args: dict[str, Any], correlation: bytes | None) -> None:
+    def _silence(self, args: dict[str, Any], request: Request) -> None:
         indicator = getattr(self.daemon, "indicator", None)
         if indicator is None:
-            self.reply("silence", correlation, {"ok": False,
+            self.reply(request, {"ok": False,
                                                 "reason": "this probe has no buzzer"})
             return
         indicator.silence()
-        self.reply("silence", correlation, {"ok": True})
+        self.reply(request, {"ok": True})

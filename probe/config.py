@@ -241,8 +241,11 @@ class Config:
         for target in self.targets:
             if target.name == name:
                 return target
-        known = ", ".join(t.name for t in self.targets)
-        raise ConfigError([("targets", f"no target named {name!r} (known: {known})")], self.source)
+        names = [t.name for t in self.targets]
+        near = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        raise ConfigError([("targets", f"no target named {name!r} ({hint}known: "
+                            f"{', '.join(names)})")], self.source)
 
 
 # --------------------------------------------------------------------------- entry points

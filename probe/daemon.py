@@ -38,6 +38,7 @@ from probe.commands import CommandHandler
 from probe.config import Config, Target, load_config
 from probe.diagnose import ProbeFacts, Thresholds
 from probe.errors import ConfigError, DialerError, ProbeError
+from probe.exitcodes import EXIT_UNJUDGED, combined_exit_code, result_exit_code
 from probe.forwarder import Forwarder
 from probe.indicator import Status, open_indicator, overall_status
 from probe.line import LineInUseError, LineMonitor
@@ -73,6 +74,8 @@ class Job:
     target: Target
     channel: str
     reply: Callable[[dict[str, Any]], None] | None = None  # for "run now" commands
+    #: For "run now" commands: True once the command's Message Expiry has passed (not started).
+    expired: Callable[[], bool] | None = None
 
 
 @dataclass
@@ -182,6 +185,13 @@ class ChannelWorker:
         self.state.state, self.state.error = "idle", None
 
     def _call(self, job: Job) -> None:
+        if job.expired is not None and job.expired():
+            log.warning("%s/%s not called: the command expired while it waited",
+                        job.target.name, self.channel)
+            if job.reply:
+                job.reply({"ok": False, "reason": "expired: its Message Expiry passed while "
+                           "it waited for the line"})
+            return
         if self.dialer is None:
             reason = self.state.error or "dialer not started"
             log.error("%s/%s not called: %s", job.target.name, self.channel, reason)
@@ -323,6 +333,7 @@ class Daemon:
         self.started_mono = time.monotonic()
         self.started_at = rfc3339()
         self.config: Config | None = None
+        self.once_codes: list[int] = []  # --once: the exit code of each result (exitcodes.py)
 
     # -- signals (main thread) ----------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -371,7 +382,14 @@ class Daemon:
             self._shutdown()
         if self.restart:
             self._reexec()
-        return 0
+        return self.once_exit_code(config) if self.once else 0
+
+    def once_exit_code(self, config: Config) -> int:
+        """``--once``: one code for all the calls; a call that gave no result (a probe fault, no
+        dialer) counts as one the probe could not judge."""
+        expected = sum(len(t.channels) for t in config.targets)
+        missing = [EXIT_UNJUDGED] * max(0, expected - len(self.once_codes))
+        return combined_exit_code([*self.once_codes, *missing])
 
     def _main_loop(self) -> None:
         next_health = 0.0
@@ -475,13 +493,15 @@ class Daemon:
         self.publish_health()
 
     def _result(self, job: Job, doc: dict[str, Any]) -> None:
+        if self.once:
+            self.once_codes.append(result_exit_code(doc))
         self.forwarder.submit("result", doc)
         self._recording(doc)
         self.publish_status()
         self.refresh_indicator()
-        log.info("%s/%s: %s (pdd %s ms, answer %s ms) id=%s", doc["target"], doc["channel"],
-                 doc["outcome"], doc["timings_ms"]["post_dial_delay"],
-                 doc["timings_ms"]["time_to_answer"], doc["id"])
+        log.info("%s/%s: %s (pdd %s, answer %s) id=%s", doc["target"], doc["channel"],
+                 doc["outcome"], _ms(doc["timings_ms"]["post_dial_delay"]),
+                 _ms(doc["timings_ms"]["time_to_answer"]), doc["id"])
         self.publish_health()
 
     def _recording(self, doc: dict[str, Any]) -> None:
@@ -653,6 +673,10 @@ def _log_thread_death(args: threading.ExceptHookArgs) -> None:
     log.critical("thread %s died: %s", name, args.exc_value,
                  exc_info=(args.exc_type, args.exc_value, args.exc_traceback),  # type: ignore[arg-type]
                  extra={"event": "thread_died", "thread_name": name})
+
+
+def _ms(value: int | None) -> str:
+    return "not measured" if value is None else f"{value} ms"
 
 
 def run_daemon(config_path: str, *, once: bool = False) -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from probe.daemon import Daemon
+from probe.human import words
 from probe.sim import fleet_demo
 from probe.sim.board_demo import run_board_demo
 from probe.sim.broker import LocalBroker, Message, Subscriber
@@ -174,7 +175,7 @@ def results_table(results: list[dict[str, Any]]) -> str:
 
 
 def _cell(value: Any) -> str:
-    return "—" if value is None else str(value)
+    return words(value)
 
 
 def _one_line(message: Message) -> str:
@@ -196,8 +197,9 @@ def _one_line(message: Message) -> str:
     if leaf == "health":
         outbox = doc["outbox"]
         channels = ", ".join(f"{name} {c['state']}" for name, c in doc["channels"].items())
+        clock = "synced" if doc["clock_synced"] else "not synchronised"
         return (f"{message.topic}{retained}: outbox {outbox['count']} waiting, "
-                f"{outbox['dropped']} dropped; {channels}; clock synced: {doc['clock_synced']}")
+                f"{outbox['dropped']} dropped; {channels}; clock {clock}")
     return f"{message.topic}{retained}: {json.dumps(doc)}"
 
 

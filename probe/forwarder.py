@@ -20,7 +20,13 @@ import time
 from collections import deque
 from typing import Any
 
-from probe.mqtt import Delivery, Publisher, encode_payload, message_properties
+from probe.mqtt import (
+    JSON_CONTENT_TYPE,
+    Delivery,
+    Publisher,
+    encode_payload,
+    message_properties,
+)
 from probe.outbox import Outbox, Row
 
 log = logging.getLogger("probe.forwarder")
@@ -239,7 +245,9 @@ class Forwarder:
         room = min(self.window - self.outbox.in_flight, int(tokens))
         if self.publisher.connected and room > 0 and now >= self._paused_until:
             for row in self.outbox.take(room, bulk=now >= self._bulk_paused_until):
-                props = message_properties(row.content_type, row.user_properties)
+                # Rows without a Content Type are JSON documents (results).
+                props = message_properties(row.content_type or JSON_CONTENT_TYPE,
+                                           row.user_properties)
                 self.publisher.publish(row.leaf, row.payload, ref=row, properties=props)
                 self.sent += 1
                 tokens -= 1

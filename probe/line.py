@@ -74,6 +74,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from probe.errors import ProbeError
+from probe.human import show
 
 if TYPE_CHECKING:
     from probe.config import LineConfig
@@ -729,10 +730,11 @@ def format_report(doc: dict[str, Any]) -> str:
     }[doc["state"]]
     lines = [f"line: {doc['state']} - {meaning}"]
     if doc["dc_volts"] is not None:
-        lines.append(f"  {doc['dc_volts']} V DC, {doc['ac_vrms']} V AC, polarity "
-                     f"{doc['polarity'] or '-'}; on-hook baseline {doc['idle_volts'] or '-'} V")
+        lines.append(f"  {doc['dc_volts']} V DC, {show(doc['ac_vrms'], 'V')} AC, polarity "
+                     f"{doc['polarity'] or '-'}; on-hook baseline "
+                     f"{show(doc['idle_volts'], 'V', missing='-')}")
     if doc["ring_vrms"] is not None:
-        lines.append(f"  ringing {doc['ring_vrms']} V rms at {doc['ring_hz']} Hz")
-    lines.append(f"  reference code {doc['reference_code']} (healthy: {REFERENCE_CODE}), "
+        lines.append(f"  ringing {doc['ring_vrms']} V rms at {show(doc['ring_hz'], 'Hz')}")
+    lines.append(f"  reference code {show(doc['reference_code'])} (healthy: {REFERENCE_CODE}), "
                  f"{doc['samples']} samples over {doc['sampled_s']} s")
     return "\n".join(lines)

@@ -55,6 +55,9 @@ STATUS = "status"
 RESULT = "result"
 HEALTH = "health"
 RECORDING = "recording"
+#: The Content Type of every JSON message the probe publishes (status, will, result, health,
+#: cmd-reply); recordings carry audio/flac or audio/wav (probe/recording.py).
+JSON_CONTENT_TYPE = "application/json"
 
 #: PUBACK reason codes below this are successes (MQTT 5, 2.4 "Reason Code").
 _FIRST_FAILURE_CODE = 0x80
@@ -114,6 +117,18 @@ def message_properties(content_type: str | None = None,
         props.ContentType = content_type
     if user_properties:
         props.UserProperty = list(user_properties)
+    return props
+
+
+def with_content_type(properties: Properties | None, content_type: str) -> Properties:
+    """``properties`` (or new PUBLISH properties) with a Content Type, unless one is set.
+
+    >>> with_content_type(None, JSON_CONTENT_TYPE).ContentType
+    'application/json'
+    """
+    props = properties if properties is not None else Properties(PacketTypes.PUBLISH)
+    if not getattr(props, "ContentType", None):
+        props.ContentType = content_type
     return props
 
 
@@ -235,11 +250,14 @@ class Publisher:
             client.username_pw_set(username, password)
         if tls is not None:
             client.tls_set_context(tls)
+        will_props = Properties(PacketTypes.WILLMESSAGE)
+        will_props.ContentType = JSON_CONTENT_TYPE
         client.will_set(
             self._status_topic,
             self._status_payload("offline", reason="connection lost"),
             qos=1,
             retain=True,
+            properties=will_props,
         )
         connect_props = Properties(PacketTypes.CONNECT)
         connect_props.SessionExpiryInterval = session_expiry_s
@@ -317,6 +335,8 @@ class Publisher:
         """
         if qos not in (0, 1):
             raise ValueError(f"qos must be 0 or 1, not {qos!r}")
+        if isinstance(payload, dict):
+            properties = with_content_type(properties, JSON_CONTENT_TYPE)
         delivery = Delivery(topic(self.probe_id, leaf), encode_payload(payload), qos, retain, ref,
                             properties)
         self._submit("publish", delivery)
@@ -526,7 +546,8 @@ class Publisher:
             self._send_internal(self._status_payload("offline", reason=self._close_reason))
 
     def _send_internal(self, payload: bytes) -> None:
-        delivery = Delivery(self._status_topic, payload, qos=1, retain=True)
+        delivery = Delivery(self._status_topic, payload, qos=1, retain=True,
+                            properties=with_content_type(None, JSON_CONTENT_TYPE))
         delivery._internal = True
         self._send(delivery)
 

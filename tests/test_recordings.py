@@ -261,7 +261,7 @@ def test_the_daemon_uploads_the_recording_of_a_call_that_missed_its_expectations
                                              max_post_dial_delay_ms=100)])
         proc = subprocess.run([sys.executable, "-m", "probe", "run", "-c", str(config), "--once"],
                               capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, proc.stderr
+        assert proc.returncode == 1, proc.stderr  # exit 1: the hotline missed its expectations
         messages = sub.wait_for(lambda msgs: any(m.topic.endswith("/recording") for m in msgs),
                                 timeout=10)
     ours = [m for m in messages if m.topic.endswith(("/result", "/recording"))]

@@ -1,0 +1,353 @@
+"""What an operator meets (issue 16): exit codes automation can tell apart, human output in
+words (never Python's None/True/False), and the MQTT 5 contract (Content Type, Response Topic,
+Message Expiry) against a real mosquitto."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from probe import cli
+from probe.audio import cli as audio_cli
+from probe.commands import CommandHandler, Request
+from probe.demo import results_table
+from probe.exitcodes import (
+    EXIT_HOTLINE_FAILED,
+    EXIT_OK,
+    EXIT_SOFTWARE,
+    EXIT_UNJUDGED,
+    EXIT_USAGE,
+    combined_exit_code,
+    result_exit_code,
+)
+from probe.mqtt import Publisher
+from probe.sim import probe_config
+from probe.sim.broker import LocalBroker, Subscriber
+from probe.sim.hotline import GREETING_WAV, HotlineBehaviour, SippHotline
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = sorted((ROOT / "tests" / "ops" / "data").glob("*.json"))
+PYTHON_WORDS = re.compile(r"\b(None|True|False)\b")
+PROBE = "p-op"
+
+
+def probe(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "probe", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+
+
+def sip_config(tmp_path: Path, uri: str, **sip: Any) -> Path:
+    return probe_config.write_config(
+        tmp_path, probe={"max_jitter_s": 0}, sip=sip or None,
+        targets=[probe_config.sip_target("support", uri, interval_s=3600, hold_s=0.5,
+                                         max_ring_s=3)])
+
+
+# ------------------------------------------------------------------------------ exit codes
+
+
+def test_result_exit_codes() -> None:
+    def doc(outcome: str, met: bool, verdict: str | None = None) -> dict[str, Any]:
+        return {"outcome": outcome, "expectations": {"met": met},
+                "diagnosis": {"verdict": verdict} if verdict else None}
+
+    assert result_exit_code(doc("answered", True, "ok")) == EXIT_OK
+    assert result_exit_code(doc("busy", False, "down")) == EXIT_HOTLINE_FAILED
+    assert result_exit_code(doc("unreachable", False, "unknown")) == EXIT_UNJUDGED
+    assert result_exit_code(doc("failed", False)) == EXIT_UNJUDGED
+    assert combined_exit_code([0, 0]) == EXIT_OK
+    assert combined_exit_code([0, 3, 1]) == EXIT_HOTLINE_FAILED
+    assert combined_exit_code([0, 3]) == EXIT_UNJUDGED
+    for recorded in RESULTS:  # the real daemon's documents map onto the codes
+        assert result_exit_code(json.loads(recorded.read_text())) in (0, 1, 3)
+
+
+@pytest.mark.slow
+def test_call_and_run_once_exit_0_when_the_hotline_answers(tmp_path: Path) -> None:
+    with SippHotline(HotlineBehaviour(pdd_ms=50, ring_ms=100), calls=2) as hotline:
+        config = sip_config(tmp_path, hotline.uri)
+        call = probe("call", "support", "-c", str(config))
+        once = probe("run", "--once", "-c", str(config))
+    assert call.returncode == EXIT_OK, call.stderr[-2000:]
+    assert "support over sip: answered — OK" in call.stdout
+    assert not PYTHON_WORDS.search(call.stdout), call.stdout
+    assert once.returncode == EXIT_OK, once.stdout[-2000:] + once.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_call_and_run_once_exit_1_when_the_hotline_is_busy(tmp_path: Path) -> None:
+    with SippHotline(HotlineBehaviour(pdd_ms=50, ring_ms=50, final=486), calls=2) \
+            as hotline:
+        config = sip_config(tmp_path, hotline.uri)
+        call = probe("call", "support", "-c", str(config))
+        once = probe("run", "--once", "-c", str(config))
+    assert call.returncode == EXIT_HOTLINE_FAILED, call.stdout + call.stderr[-2000:]
+    assert "busy" in call.stdout and not PYTHON_WORDS.search(call.stdout), call.stdout
+    assert once.returncode == EXIT_HOTLINE_FAILED, once.stdout[-2000:]
+
+
+def test_call_and_run_once_exit_3_when_the_sip_stack_cannot_start(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        config = sip_config(tmp_path, "sip:hotline@127.0.0.1:9",
+                            local_port=taken.getsockname()[1])
+        call = probe("call", "support", "-c", str(config))
+        once = probe("run", "--once", "-c", str(config))
+    assert call.returncode == EXIT_UNJUDGED, call.stderr[-2000:]
+    assert "could not place the call" in call.stderr and "Traceback" not in call.stderr
+    assert once.returncode == EXIT_UNJUDGED, once.stdout[-2000:] + once.stderr[-2000:]
+
+
+def test_unknown_target_suggests_the_nearest_and_exits_2(tmp_path: Path) -> None:
+    config = sip_config(tmp_path, "sip:hotline@127.0.0.1:9")
+    proc = probe("call", "suport", "-c", str(config))
+    assert proc.returncode == EXIT_USAGE
+    assert "no target named 'suport' (did you mean 'support'?" in proc.stderr, proc.stderr
+    assert probe("run", "--once", "-c", str(tmp_path / "missing.toml")).returncode == EXIT_USAGE
+
+
+def _crash(*_: Any, **__: Any) -> Any:
+    raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize("argv", [["call", "support"], ["run", "--once"], ["analyze", "x.wav"]])
+def test_a_crash_is_one_line_and_exit_70(argv: list[str], tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """An unexpected exception: exit 70 (EX_SOFTWARE), one line; -v adds the traceback."""
+    wav = tmp_path / "x.wav"
+    wav.write_bytes((GREETING_WAV).read_bytes())
+    config = sip_config(tmp_path, "sip:hotline@127.0.0.1:9")
+    monkeypatch.setattr("probe.runner.prepare_state_dir", _crash)
+    monkeypatch.setattr("probe.daemon.run_daemon", _crash)
+    monkeypatch.setattr("probe.audio.analysis.analyze", _crash)
+    args = [*argv[:-1], str(wav)] if argv[0] == "analyze" else [*argv, "-c", str(config)]
+    assert cli.main(args) == EXIT_SOFTWARE
+    err = capsys.readouterr().err
+    assert err.strip() == ("probe: internal error: RuntimeError: boom "
+                           "(probe -v ... shows the traceback)")
+    assert cli.main(["-v", *args]) == EXIT_SOFTWARE
+    assert "Traceback" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["call"], ["run"], ["analyze"], ["check-config"],
+                                     ["prompts", "list"], ["prompts", "remove"]])
+def test_every_help_names_its_exit_codes(command: list[str]) -> None:
+    proc = probe(*command, "--help")
+    assert proc.returncode == 0 and "exit codes:" in proc.stdout, proc.stdout
+    assert "70" in proc.stdout
+
+
+# ------------------------------------------------------------------------------ human output
+
+
+@pytest.mark.parametrize("recorded", RESULTS, ids=lambda p: p.stem)
+def test_human_output_has_no_python_words(recorded: Path) -> None:
+    """Every human rendering of a real result (recorded from the daemon) is in words."""
+    doc = json.loads(recorded.read_text())
+    outputs = [cli.summarize(doc), results_table([doc])]
+    if doc.get("analysis"):
+        outputs.append(audio_cli.summarize({"zone": None, "tones": [], "dtmf": [],
+                                            **doc["analysis"]}))
+    for text in outputs:
+        assert not PYTHON_WORDS.search(text), text
+
+
+def test_summary_says_what_was_heard() -> None:
+    doc = json.loads((ROOT / "tests" / "ops" / "data" / "sip-answered.json").read_text())
+    heard = [line for line in cli.summarize(doc).splitlines() if "heard:" in line]
+    assert heard and "MOS 4.41 (itu-t-g107/delay-assumed)" in heard[0], heard
+
+
+# ------------------------------------------------------------------------------ prompts
+
+
+def test_prompts_list_show_remove(tmp_path: Path) -> None:
+    prompts = str(tmp_path / "prompts")
+    assert probe("prompts", "list", "--prompts", prompts).stdout.startswith("no reference")
+    assert probe("prompts", "add", "welcome", str(GREETING_WAV), "--prompts",
+                 prompts).returncode == 0
+    listed = probe("prompts", "list", "--prompts", prompts)
+    assert listed.returncode == 0 and re.search(r"^welcome +\d+\.\d\d s, peak", listed.stdout,
+                                                re.M), listed.stdout
+    shown = probe("prompts", "show", "welcome", "--prompts", prompts)
+    assert shown.returncode == 0 and "welcome.wav" in shown.stdout
+    missing = probe("prompts", "show", "welcom", "--prompts", prompts)
+    assert missing.returncode == EXIT_USAGE and "did you mean 'welcome'?" in missing.stderr
+    removed = probe("prompts", "remove", "welcome", "--prompts", prompts)
+    assert removed.returncode == 0 and not (tmp_path / "prompts" / "welcome.wav").exists()
+    assert probe("prompts", "remove", "welcome", "--prompts", prompts).returncode == EXIT_USAGE
+
+
+# ------------------------------------------------------------------------------ MQTT contract
+
+
+def _content_types(sub: Subscriber) -> dict[str, set[str | None]]:
+    seen: dict[str, set[str | None]] = {}
+    for m in sub.messages:
+        seen.setdefault(m.topic.rsplit("/", 1)[-1], set()).add(
+            getattr(m.properties, "ContentType", None))
+    return seen
+
+
+WILL_SCRIPT = """
+import os, sys
+from probe.mqtt import Publisher
+pub = Publisher(probe_id=sys.argv[1], host=sys.argv[2], port=int(sys.argv[3]))
+assert pub.wait_connected(10)
+pub.publish("result", {"id": "r1"}).wait(10)
+os._exit(0)  # no DISCONNECT: the broker publishes the last will
+"""
+
+
+def test_every_json_message_carries_its_content_type(broker: LocalBroker) -> None:
+    with Subscriber(broker.host, broker.port, f"hotline-probe/v1/{PROBE}/#") as sub:
+        subprocess.run([sys.executable, "-c", WILL_SCRIPT, PROBE, broker.host,
+                        str(broker.port)], check=True, timeout=30, cwd=ROOT)
+        sub.wait_for(lambda msgs: any(b"connection lost" in m.payload for m in msgs), 15)
+        with Publisher(probe_id=PROBE, host=broker.host, port=broker.port) as pub:
+            assert pub.wait_connected(10)
+            pub.publish("health", {"uptime_s": 1}, retain=True).wait(10)
+            pub.publish("result", b'{"id": "r2"}').wait(10)  # bytes: the outbox's path
+        sub.wait_for(lambda msgs: sum(b"offline" in m.payload for m in msgs) >= 2, 15)
+    seen = _content_types(sub)
+    assert seen["status"] == {"application/json"}, seen  # birth, will, planned stop
+    assert seen["health"] == {"application/json"}, seen
+    # A dict gets one; bytes as given (the forwarder sets it for outbox rows, test below).
+    assert "application/json" in seen["result"], seen
+
+
+def test_forwarded_results_carry_their_content_type(tmp_path: Path, broker: LocalBroker) -> None:
+    from probe.forwarder import Forwarder
+    from probe.outbox import Outbox
+
+    with Subscriber(broker.host, broker.port, f"hotline-probe/v1/{PROBE}/result") as sub, \
+            Publisher(probe_id=PROBE, host=broker.host, port=broker.port) as pub:
+        outbox = Outbox(tmp_path / "outbox.sqlite3")
+        forwarder = Forwarder(outbox)
+        forwarder.start(pub)
+        try:
+            forwarder.submit("result", {"id": "r3"})
+            sub.wait_for(lambda msgs: msgs, 15)
+        finally:
+            forwarder.stop()
+    assert _content_types(sub)["result"] == {"application/json"}
+
+
+class _Daemon:
+    """The daemon's face to the command handler: its configuration, publisher and health."""
+
+    def __init__(self, publisher: Publisher | None = None) -> None:
+        self.config = SimpleNamespace(probe=SimpleNamespace(id=PROBE))
+        self.publisher = publisher
+
+    def health(self) -> dict[str, Any]:
+        return {"probe_id": PROBE}
+
+
+class _Ops:
+    def __init__(self, broker: LocalBroker) -> None:
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="ops-op",
+                                  protocol=paho.MQTTv5)
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def send(self, name: str, correlation: bytes, **props: Any) -> None:
+        properties = Properties(PacketTypes.PUBLISH)
+        properties.CorrelationData = correlation
+        for key, value in props.items():
+            setattr(properties, key, value)
+        self.client.publish(f"hotline-probe/v1/{PROBE}/cmd/{name}", b"", qos=1,
+                            properties=properties).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def _replies(sub: Subscriber, correlation: bytes) -> list[Any]:
+    return [m for m in sub.messages if "/cmd/" not in m.topic
+            and getattr(m.properties, "CorrelationData", None) == correlation]
+
+
+def test_response_topic_is_honoured_when_it_is_the_probes_own(broker: LocalBroker) -> None:
+    own = f"hotline-probe/v1/{PROBE}/cmd-reply"
+    daemon = _Daemon()
+    handler = CommandHandler(daemon)
+    with Subscriber(broker.host, broker.port, "#") as sub, \
+            Publisher(probe_id=PROBE, host=broker.host, port=broker.port,
+                      subscriptions=("cmd/+",), on_message=handler.receive) as pub:
+        daemon.publisher = pub
+        assert pub.wait_connected(10)
+        time.sleep(0.5)  # the SUBSCRIBE follows the CONNACK
+        ops = _Ops(broker)
+        try:
+            ops.send("health", b"own", ResponseTopic=own)
+            ops.send("health", b"foreign", ResponseTopic="ops/inbox")
+            sub.wait_for(lambda msgs: _replies(sub, b"own") and _replies(sub, b"foreign"), 10)
+        finally:
+            ops.close()
+    (mine,) = _replies(sub, b"own")
+    (theirs,) = _replies(sub, b"foreign")
+    assert mine.topic == own and "response_topic" not in mine.json()
+    assert mine.properties.ContentType == "application/json"
+    assert theirs.topic == own, "a foreign Response Topic is never written (the ACL)"
+    assert "not honoured: 'ops/inbox'" in theirs.json()["response_topic"]
+    assert not [m for m in sub.messages if m.topic == "ops/inbox"]
+
+
+def test_an_expired_command_is_not_executed(broker: LocalBroker) -> None:
+    """mosquitto drops a command whose Message Expiry passes while the probe is away; one that
+    arrives carries the remaining seconds, and a run queued past them is not started."""
+    received: list[tuple[str, Any]] = []
+
+    def on_message(topic: str, payload: bytes, properties: Properties | None) -> None:
+        received.append((topic, getattr(properties, "MessageExpiryInterval", None)))
+
+    with Publisher(probe_id=PROBE, host=broker.host, port=broker.port,
+                   subscriptions=("cmd/+",), on_message=on_message) as pub:
+        assert pub.wait_connected(10)
+        time.sleep(0.5)
+    ops = _Ops(broker)  # the probe is away; its session (clean start off) keeps commands
+    try:
+        ops.send("health", b"short", MessageExpiryInterval=1)
+        ops.send("reload", b"long", MessageExpiryInterval=120)
+    finally:
+        ops.close()
+    time.sleep(2.5)
+    with Publisher(probe_id=PROBE, host=broker.host, port=broker.port,
+                   subscriptions=("cmd/+",), on_message=on_message) as pub:
+        assert pub.wait_connected(10)
+        deadline = time.monotonic() + 10
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+    assert [t.rsplit("/", 1)[-1] for t, _ in received] == ["reload"], received
+    assert 110 <= received[0][1] <= 120
+    assert Request("run", deadline=time.monotonic() - 1).expired()
+    assert not Request("run", deadline=time.monotonic() + 60).expired()
+    assert not Request("run").expired()
+
+
+@pytest.mark.parametrize("scenario", ["idle", "off-hook", "ringing", "reversed", "cut", "low",
+                                      "dead-board"])
+def test_probe_line_human_output_has_no_python_words(scenario: str, tmp_path: Path) -> None:
+    config = probe_config.write_config(
+        tmp_path, targets=[probe_config.sip_target("support", "sip:x@127.0.0.1:9")],
+        line={})
+    proc = probe("line", "--sim", scenario, "--seconds", "0.3", "-c", str(config))
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    assert proc.stdout and not PYTHON_WORDS.search(proc.stdout), proc.stdout
