@@ -1,7 +1,7 @@
 """The probe's only door to MQTT: status, results and health to the central broker (MQTT 5).
 
 Everything else in the probe talks to :class:`Publisher`, never to paho.  The contract
-(DESIGN.md §4), one tree per probe::
+(documented in ``probe/schema/asyncapi.yaml``), one tree per probe::
 
     hotline-probe/v1/<probe-id>/status  retained, QoS 1
         birth, each (re)connect  {"state":"online","boot":12,"since":"2025-01-31T08:00:00.123Z"}

@@ -1,4 +1,5 @@
-"""probe.mqtt against a real mosquitto (probe.sim.broker): the MQTT contract of DESIGN.md §4."""
+"""probe.mqtt against a real mosquitto (probe.sim.broker): the MQTT contract of
+probe/schema/asyncapi.yaml."""
 
 from __future__ import annotations
 

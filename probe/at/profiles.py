@@ -6,7 +6,8 @@ cause comes from and how audio is fetched.  The dialer (``probe/dial/modem.py``)
 and contains no vendor ``if``.  Adding a modem is adding a :class:`Profile` to :data:`PROFILES`
 (and its dialect to the emulator, ``probe/sim/modem.py``, so every test runs over it).
 
-Sources: ``shared/notes/modems.md`` (the table "Vendor call-progress indications").
+Sources: each vendor's public AT command manual (its call-progress URCs: ``+CLCC`` pushes,
+``MO RING``/``MO CONNECTED``, ``^DSCI``/``^CONF``/``^CONN``/``^CEND``, V.253 DLE events).
 """
 
 from __future__ import annotations

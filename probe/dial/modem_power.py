@@ -11,7 +11,8 @@ The power key *toggles* on SIMCom SIM800-style modules (a press of >= 1 s turns 
 low -> press (on) -> wait for STATUS high.  Without STATUS a toggling modem that does not answer
 is assumed on (hung): press, wait ``off_wait_s``, press.  RESET, when wired, is tried first.
 
-Tests pass gpiozero's ``MockFactory`` as ``pin_factory`` (CONVENTIONS 1); nothing is opened
+Tests pass gpiozero's ``MockFactory`` as ``pin_factory`` (the hardware is injected, as
+gpiozero's own devices take ``pin_factory=``); nothing is opened
 until :class:`PowerKey` is constructed.
 """
 

@@ -1,6 +1,6 @@
 """SIP dialer on pjsua2: places a test call and records its timeline, audio and RTP statistics.
 
-Threading and lifetime rules (see shared/notes/platform.md), which this module keeps:
+Threading and lifetime rules of pjsua2, which this module keeps:
 
 * The thread that calls :meth:`SipDialer.start` owns the pjsua2 endpoint (``threadCnt = 0``,
   ``mainThreadOnly``) and pumps it with ``libHandleEvents``; every other method must be called
