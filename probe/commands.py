@@ -219,8 +219,10 @@ class CommandHandler:
                        deadline=expiry_deadline(properties, time.monotonic()))
 
     def reply_topic(self) -> str:
-        config = self.daemon.config
-        return topic(config.probe.id if config is not None else "+", REPLY_LEAF)
+        """Where this probe answers: the publisher's own tree (its probe id), never a topic
+        read back from the configuration, which a reload may be changing."""
+        publisher = self.daemon.publisher
+        return topic(publisher.probe_id, REPLY_LEAF) if publisher is not None else ""
 
     def reply(self, request: Request, body: dict[str, Any]) -> None:
         publisher = self.daemon.publisher
