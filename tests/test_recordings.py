@@ -276,3 +276,19 @@ def test_the_daemon_uploads_the_recording_of_a_call_that_missed_its_expectations
     assert f"{seconds:.3f}" == props["duration_s"]
     health = [m.json() for m in messages if m.topic.endswith("/health")][-1]
     assert health["outbox"]["recordings_dropped"] == 0, json.dumps(health["outbox"])
+
+
+def test_a_result_nobody_subscribed_to_is_kept_and_sent_again(tmp_path: Path) -> None:
+    """PUBACK 0x10 ("no matching subscribers": the broker dropped it) is not delivery: right
+    after a mosquitto restart the ops service's shared subscription is not back yet.  The row
+    stays in the outbox and goes again once someone listens."""
+    box = Outbox(tmp_path / "o.db")
+    with LocalBroker() as broker, forwarding(broker, box) as fwd:
+        fwd.unheard_backoff_s = 0.3
+        fwd.submit("result", result_doc(None, met=True))
+        _wait(lambda: fwd.unheard >= 1, timeout=5)
+        assert box.depth().count == 1  # kept, not deleted as delivered
+        with Subscriber(broker.host, broker.port, TREE) as sub:
+            messages = sub.wait_for(lambda msgs: _topics(msgs) == [RESULT], timeout=10)
+            _wait(lambda: box.depth().count == 0, timeout=5)
+    assert len(_topics(messages)) == 1
