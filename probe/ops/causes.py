@@ -60,8 +60,3 @@ def _fill(template: str, detail: Mapping[str, Any]) -> str:
     except (ValueError, IndexError, AttributeError, KeyError):
         # A malformed placeholder ("{a.b}", "{0}") must not stop a notification or a page.
         return template
-
-
-def actor_of(code: str) -> str:
-    spec = ALL_CAUSES.get(code)
-    return spec.actor.value if spec is not None else Actor.ADMIN.value

@@ -65,7 +65,6 @@ class Stored:
     targets: set[str] = field(default_factory=set)
     probes: set[str] = field(default_factory=set)  # status changed, or a local fault: evaluate
     seen_probes: set[str] = field(default_factory=set)  # any new result: evaluate if incident
-    result_times: list[tuple[str, dt.datetime]] = field(default_factory=list)
     per_path: dict[tuple[str, str], int] = field(default_factory=dict)  # (target, channel)
 
     def merge(self, other: Stored) -> None:
@@ -75,7 +74,6 @@ class Stored:
         self.targets |= other.targets
         self.probes |= other.probes
         self.seen_probes |= other.seen_probes
-        self.result_times += other.result_times
         for key, n in other.per_path.items():
             self.per_path[key] = self.per_path.get(key, 0) + n
 
@@ -258,7 +256,6 @@ def store_results(session: Session, results: list[ResultIn], now: dt.datetime,
         out.seen_probes.add(r.probe_id)
         if r.vote == "local":
             out.probes.add(r.probe_id)
-        out.result_times.append((r.target, r.started_at))
         if r.probe_id not in newest or newest[r.probe_id].started_at < r.started_at:
             newest[r.probe_id] = r
     if not newest:
