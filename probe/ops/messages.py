@@ -29,6 +29,7 @@ from typing import Any
 
 import jsonschema_rs
 
+from probe.commands import nesting
 from probe.diagnose import CAUSES, Scope
 from probe.result import result_schema
 
@@ -158,28 +159,12 @@ def _json(payload: bytes) -> Any:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
         return "not UTF-8"
-    if _nesting(text) > MAX_DEPTH:
+    if nesting(text, stop_above=MAX_DEPTH) > MAX_DEPTH:
         return f"hostile: JSON nested deeper than {MAX_DEPTH}"
     try:
         return json.loads(text)
     except (ValueError, RecursionError) as err:
         return f"not JSON: {str(err)[:120]}"
-
-
-def _nesting(text: str) -> int:
-    """Maximum bracket depth, counted before parsing (a cheap guard: brackets inside strings
-    only make it over-count, and no honest document comes near the limit)."""
-    depth = deepest = 0
-    for ch in text:
-        if ch in "[{":
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > MAX_DEPTH:
-                    break
-        elif ch in "]}":
-            depth -= 1
-    return deepest
 
 
 @cache
