@@ -11,13 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-import paho.mqtt.client as paho
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from probe.commands import SCHEMAS, RateLimit, parse
 from probe.config import parse_config
@@ -25,6 +21,7 @@ from probe.errors import ConfigError
 from probe.sim import probe_config
 from probe.sim.broker import LocalBroker, Subscriber
 from probe.sim.hotline import HotlineBehaviour, SippHotline
+from tests.commanding import CommandSender, replies
 
 PROBE = "p-cmd"
 
@@ -37,32 +34,6 @@ def write_config(path: Path, broker: LocalBroker, uri: str, names: tuple[str, ..
                  for name in names])
 
 
-class Ops:
-    """Central ops: sends commands with correlation data, reads the replies."""
-
-    def __init__(self, broker: LocalBroker) -> None:
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="ops",
-                                  protocol=paho.MQTTv5)
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-
-    def send(self, name: str, payload: bytes | str, correlation: bytes) -> None:
-        props = Properties(PacketTypes.PUBLISH)
-        props.CorrelationData = correlation
-        self.client.publish(f"hotline-probe/v1/{PROBE}/cmd/{name}", payload, qos=1,
-                            properties=props).wait_for_publish(5)
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
-def replies(sub: Subscriber, correlation: bytes) -> list[dict]:
-    return [m.json() for m in sub.messages
-            if m.topic.endswith("/cmd-reply")
-            and getattr(m.properties, "CorrelationData", None) == correlation]
-
-
 @pytest.mark.slow
 def test_commands_over_mqtt(tmp_path: Path, broker: LocalBroker) -> None:
     config = tmp_path / "probe.toml"
@@ -71,17 +42,17 @@ def test_commands_over_mqtt(tmp_path: Path, broker: LocalBroker) -> None:
         write_config(config, broker, hotline.uri, ("support",))
         daemon = subprocess.Popen([sys.executable, "-m", "probe", "run", "-c", str(config)],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        ops = Ops(broker)
+        ops = CommandSender(broker, PROBE)
         try:
             sub.wait_for(lambda msgs: any(m.topic.endswith("/result") for m in msgs), 20)
 
-            ops.send("run", json.dumps({"target": "support"}), b"c-run")
+            ops.send("run", json.dumps({"target": "support"}), correlation=b"c-run")
             sub.wait_for(lambda msgs: len(replies(sub, b"c-run")) == 2, timeout=20)
             accepted, done = replies(sub, b"c-run")
             assert accepted == {"command": "run", "ok": True, "accepted": True}
             assert done["ok"] and done["result"]["outcome"] == "answered"
 
-            ops.send("health", b"", b"c-health")
+            ops.send("health", b"", correlation=b"c-health")
             sub.wait_for(lambda msgs: replies(sub, b"c-health"), timeout=5)
             health = replies(sub, b"c-health")[0]["health"]
             assert health["probe_id"] == PROBE
@@ -94,19 +65,19 @@ def test_commands_over_mqtt(tmp_path: Path, broker: LocalBroker) -> None:
                 ("run", b'{"target": "nope"}', b"c-target", "no target named"),
                 ("run", b"x" * 5000, b"c-big", "over the 4096-byte limit"),
             ]:
-                ops.send(name, payload, corr)
+                ops.send(name, payload, correlation=corr)
                 sub.wait_for(lambda msgs, c=corr: replies(sub, c), timeout=5)
                 reply = replies(sub, corr)[0]
                 assert not reply["ok"] and reason in reply["reason"], reply
 
-            ops.send("silence", b"", b"c-silence")  # the logging indicator stands in
+            ops.send("silence", b"", correlation=b"c-silence")  # the logging indicator stands in
             sub.wait_for(lambda msgs: replies(sub, b"c-silence"), timeout=5)
             assert replies(sub, b"c-silence")[0] == {"command": "silence", "ok": True}
 
             # Reload: an invalid file is rejected and the old configuration kept...
             good = config.read_text()
             config.write_text(good.replace('interval_s = 3600', 'interval_s = "hourly"'))
-            ops.send("reload", b"", b"c-reload-bad")
+            ops.send("reload", b"", correlation=b"c-reload-bad")
             sub.wait_for(lambda msgs: replies(sub, b"c-reload-bad"), timeout=5)
             bad = replies(sub, b"c-reload-bad")[0]
             assert not bad["ok"] and any("interval_s" in p for p in bad["problems"])

@@ -19,6 +19,7 @@ from probe.forwarder import Forwarder
 from probe.mqtt import Delivery, Publisher
 from probe.outbox import Outbox
 from probe.sim.broker import LocalBroker, Subscriber
+from tests.commanding import CommandSender, first_reply
 
 PROBE = "p-faults"
 
@@ -229,39 +230,6 @@ def test_a_worker_survives_any_exception_in_one_call(tmp_path: Path) -> None:
 
 # -- hostile input ------------------------------------------------------------------------------
 
-class _Ops:
-    """Central ops over a real broker: sends commands, collects the probe's replies."""
-
-    def __init__(self, broker: LocalBroker) -> None:
-        import paho.mqtt.client as paho
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="ops",
-                                  protocol=paho.MQTTv5)
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-
-    def send(self, name: str, payload: bytes, correlation: bytes) -> None:
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-
-        props = Properties(PacketTypes.PUBLISH)
-        props.CorrelationData = correlation
-        self.client.publish(f"hotline-probe/v1/{PROBE}/cmd/{name}", payload, qos=1,
-                            properties=props).wait_for_publish(5)
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
-def _reply(sub: Subscriber, correlation: bytes) -> dict:
-    sub.wait_for(lambda msgs: any(getattr(m.properties, "CorrelationData", None) == correlation
-                                  for m in msgs), 5)
-    return next(m.json() for m in sub.messages
-                if getattr(m.properties, "CorrelationData", None) == correlation)
-
-
 def test_deeply_nested_commands_are_answered_and_rate_limited(broker) -> None:
     from types import SimpleNamespace
 
@@ -272,26 +240,26 @@ def test_deeply_nested_commands_are_answered_and_rate_limited(broker) -> None:
                              RateLimit(burst=3, every_s=3600))
     daemon.publisher = Publisher(probe_id=PROBE, host=broker.host, port=broker.port,
                                  subscriptions=("cmd/+",), on_message=handler.receive)
-    ops = _Ops(broker)
+    ops = CommandSender(broker, PROBE)
     try:
         with Subscriber(broker.host, broker.port, f"hotline-probe/v1/{PROBE}/cmd-reply") as sub:
             assert daemon.publisher.wait_connected(5)
             time.sleep(0.3)  # subscribed
-            ops.send("run", b"[" * 4000, b"deep")
-            deep = _reply(sub, b"deep")
+            ops.send("run", b"[" * 4000, correlation=b"deep")
+            deep = first_reply(sub, b"deep")
             assert deep["ok"] is False and "nested 4000 levels deep" in deep["reason"]
-            ops.send("run", b'{"target": ' * 300 + b"1" + b"}" * 300, b"deep2")
-            assert "nested 300 levels" in _reply(sub, b"deep2")["reason"]
-            ops.send("run", b"{not json", b"bad")
-            assert "not JSON" in _reply(sub, b"bad")["reason"]
+            ops.send("run", b'{"target": ' * 300 + b"1" + b"}" * 300, correlation=b"deep2")
+            assert "nested 300 levels" in first_reply(sub, b"deep2")["reason"]
+            ops.send("run", b"{not json", correlation=b"bad")
+            assert "not JSON" in first_reply(sub, b"bad")["reason"]
             # Three malformed commands used their burst: the fourth is over the rate...
-            ops.send("run", b"]]]", b"flood")
-            assert _reply(sub, b"flood") == {
+            ops.send("run", b"]]]", correlation=b"flood")
+            assert first_reply(sub, b"flood") == {
                 "command": "run", "ok": False,
                 "reason": "rate limited: too many commands, try again in a few seconds"}
             # ...and valid commands still have theirs.
-            ops.send("silence", b"", b"valid")
-            assert _reply(sub, b"valid") == {"command": "silence", "ok": False,
+            ops.send("silence", b"", correlation=b"valid")
+            assert first_reply(sub, b"valid") == {"command": "silence", "ok": False,
                                              "reason": "this probe has no buzzer"}
     finally:
         ops.close()
@@ -314,12 +282,12 @@ def test_shipped_broker_limits_start_on_mosquitto_2_0_and_stop_a_1_mb_command() 
         probe = Publisher(probe_id=PROBE, host=broker.host, port=broker.port,
                           subscriptions=("cmd/+",),
                           on_message=lambda topic, payload, props: got.append(len(payload)))
-        ops = _Ops(broker)
+        ops = CommandSender(broker, PROBE)
         try:
             assert probe.wait_connected(5)
             time.sleep(0.3)
-            ops.send("run", b" " * 1_000_000, b"huge")
-            ops.send("health", b"{}", b"small")
+            ops.send("run", b" " * 1_000_000, correlation=b"huge")
+            ops.send("health", b"{}", correlation=b"small")
             _wait(lambda: bool(got), 5, "the small command")
             time.sleep(0.3)
             assert got == [2]
@@ -478,7 +446,7 @@ def test_the_daemon_keeps_calling_on_a_full_disk_and_shows_the_fault(small_disk:
         daemon = subprocess.Popen([sys.executable, "-m", "probe", "run", "-c", str(config),
                                    "--log-format", "json"], stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)
-        ops = _Ops(broker)
+        ops = CommandSender(broker, PROBE)
         try:
             def results() -> list[dict]:
                 return [m.json() for m in sub.messages if m.topic.endswith("/result")]
@@ -497,7 +465,7 @@ def test_the_daemon_keeps_calling_on_a_full_disk_and_shows_the_fault(small_disk:
 
             sub.wait_for(lambda msgs: any(faulty(m) for m in msgs), 10)
             filler.unlink()
-            ops.send("run", b'{"target": "first"}', b"again")
+            ops.send("run", b'{"target": "first"}', correlation=b"again")
             sub.wait_for(lambda msgs: len(results()) >= 3, 30)
             assert daemon.poll() is None
         finally:

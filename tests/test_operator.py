@@ -14,10 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from probe import cli
@@ -37,6 +34,7 @@ from probe.mqtt import Publisher
 from probe.sim import probe_config
 from probe.sim.broker import LocalBroker, Subscriber
 from probe.sim.hotline import GREETING_WAV, HotlineBehaviour, SippHotline
+from tests.commanding import CommandSender, reply_messages
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = sorted((ROOT / "tests" / "ops" / "data").glob("*.json"))
@@ -258,31 +256,6 @@ class _Daemon:
         return {"probe_id": PROBE}
 
 
-class _Ops:
-    def __init__(self, broker: LocalBroker) -> None:
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="ops-op",
-                                  protocol=paho.MQTTv5)
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-
-    def send(self, name: str, correlation: bytes, **props: Any) -> None:
-        properties = Properties(PacketTypes.PUBLISH)
-        properties.CorrelationData = correlation
-        for key, value in props.items():
-            setattr(properties, key, value)
-        self.client.publish(f"hotline-probe/v1/{PROBE}/cmd/{name}", b"", qos=1,
-                            properties=properties).wait_for_publish(5)
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
-def _replies(sub: Subscriber, correlation: bytes) -> list[Any]:
-    return [m for m in sub.messages if "/cmd/" not in m.topic
-            and getattr(m.properties, "CorrelationData", None) == correlation]
-
-
 def test_response_topic_is_honoured_when_it_is_the_probes_own(broker: LocalBroker) -> None:
     own = f"hotline-probe/v1/{PROBE}/cmd-reply"
     daemon = _Daemon()
@@ -293,15 +266,16 @@ def test_response_topic_is_honoured_when_it_is_the_probes_own(broker: LocalBroke
         daemon.publisher = pub
         assert pub.wait_connected(10)
         time.sleep(0.5)  # the SUBSCRIBE follows the CONNACK
-        ops = _Ops(broker)
+        ops = CommandSender(broker, PROBE, client_id="ops-op")
         try:
-            ops.send("health", b"own", ResponseTopic=own)
-            ops.send("health", b"foreign", ResponseTopic="ops/inbox")
-            sub.wait_for(lambda msgs: _replies(sub, b"own") and _replies(sub, b"foreign"), 10)
+            ops.send("health", correlation=b"own", ResponseTopic=own)
+            ops.send("health", correlation=b"foreign", ResponseTopic="ops/inbox")
+            sub.wait_for(lambda msgs: reply_messages(sub, b"own")
+                         and reply_messages(sub, b"foreign"), 10)
         finally:
             ops.close()
-    (mine,) = _replies(sub, b"own")
-    (theirs,) = _replies(sub, b"foreign")
+    (mine,) = reply_messages(sub, b"own")
+    (theirs,) = reply_messages(sub, b"foreign")
     assert mine.topic == own and "response_topic" not in mine.json()
     assert mine.properties.ContentType == "application/json"
     assert theirs.topic == own, "a foreign Response Topic is never written (the ACL)"
@@ -321,10 +295,11 @@ def test_an_expired_command_is_not_executed(broker: LocalBroker) -> None:
                    subscriptions=("cmd/+",), on_message=on_message) as pub:
         assert pub.wait_connected(10)
         time.sleep(0.5)
-    ops = _Ops(broker)  # the probe is away; its session (clean start off) keeps commands
+    # the probe is away; its session (clean start off) keeps commands
+    ops = CommandSender(broker, PROBE, client_id="ops-op")
     try:
-        ops.send("health", b"short", MessageExpiryInterval=1)
-        ops.send("reload", b"long", MessageExpiryInterval=120)
+        ops.send("health", correlation=b"short", MessageExpiryInterval=1)
+        ops.send("reload", correlation=b"long", MessageExpiryInterval=120)
     finally:
         ops.close()
     time.sleep(2.5)
