@@ -52,6 +52,7 @@ from probe.ops.db import Incident, Result, session_factory
 from probe.sim.broker import LocalBroker
 from probe.sim.postgres import LocalPostgres
 from tests.ops.fleet import aligned, result_doc
+from tests.ops.process import OpsProcess
 
 from ._stats import percentile, table
 
@@ -159,39 +160,13 @@ def paced(broker: LocalBroker, n: int, rate: float) -> set[str]:
 # --------------------------------------------------------------------------- instances
 
 
-class Instance:
+class Instance(OpsProcess):
     """``probe ops serve`` as a subprocess, with a fixed client id in a share group."""
 
     def __init__(self, work: Path, name: str, group: str, broker: LocalBroker,
                  url: str) -> None:
-        self.name, self.broker = name, broker
-        self.client_id = f"bench-{name}"
-        self.config = work / f"{name}.toml"
-        self.log_path = work / f"{name}.log"
-        self.config.write_text("\n".join([
-            "[ops]", f"instance = {json.dumps(name)}",
-            f"state_dir = {json.dumps(str(work / name))}",
-            "[database]", f"url = {json.dumps(url)}",
-            "[mqtt]", f"host = {json.dumps(broker.host)}", f"port = {broker.port}",
-            f"client_id = {json.dumps(self.client_id)}", f"share_group = {json.dumps(group)}",
-            "session_expiry_s = 60",
-            "[http]", "port = 0",
-            "[correlation]", f"round_s = {ROUND_S}", ""]))
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        before = self.broker.log_text().count(f"Sending SUBACK to {self.client_id}")
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "probe", "ops", "serve", "-c", str(self.config),
-                 "--log-format", "json"], stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + 60
-        while self.broker.log_text().count(f"Sending SUBACK to {self.client_id}") <= before:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} did not subscribe: "
-                                   f"{self.log_path.read_text()[-2000:]}")
-            time.sleep(0.05)
+        super().__init__(work, name, broker, url, client_id=f"bench-{name}", round_s=ROUND_S,
+                         share_group=group, session_expiry_s=60)
 
     def usage(self) -> tuple[float, float]:
         """(CPU seconds user+sys, peak RSS MiB) so far."""
@@ -203,15 +178,6 @@ class Instance:
             if line.startswith("VmHWM:"):
                 hwm = int(line.split()[1]) / 1024
         return cpu, hwm
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
 
     def forget_session(self) -> None:
         """Remove the broker's session of this client id (else it queues every result)."""
