@@ -59,25 +59,23 @@ def add_target_routes(router: APIRouter, web: Web) -> None:
         with transaction(web.sessions) as session:
             return build_report(session, name, period), None, 200
 
-    @router.get("/targets/{name}")
-    def target(request: Request, name: str) -> Response:
+    def report_page(request: Request, name: str, template: str, **extra: Any) -> Response:
+        """The target's report over the asked period in ``template``, or the error page."""
         user = web.page_user(request)
         report, problem, status = report_or_error(request, name)
         if report is None:
             return web.render(request, "error.html", user, status=status, message=problem,
                               problems=[], back="/")
-        return web.render(request, "target.html", user, report=report, periods=list(PERIODS),
-                          query=_period_query(request))
+        return web.render(request, template, user, report=report,
+                          query=_period_query(request), **extra)
+
+    @router.get("/targets/{name}")
+    def target(request: Request, name: str) -> Response:
+        return report_page(request, name, "target.html", periods=list(PERIODS))
 
     @router.get("/targets/{name}/sla")
     def sla_page(request: Request, name: str) -> Response:
-        user = web.page_user(request)
-        report, problem, status = report_or_error(request, name)
-        if report is None:
-            return web.render(request, "error.html", user, status=status, message=problem,
-                              problems=[], back="/")
-        return web.render(request, "sla.html", user, report=report,
-                          query=_period_query(request), generated=utcnow())
+        return report_page(request, name, "sla.html", generated=utcnow())
 
     @router.get("/targets/{name}/sla.csv")
     def sla_download(request: Request, name: str) -> Response:
