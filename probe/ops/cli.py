@@ -13,8 +13,6 @@ import os
 import sys
 from typing import Any
 
-from probe.errors import ConfigError
-
 DEFAULT_OPS_CONFIG = "/etc/hotline-probe/ops.toml"
 
 
@@ -112,5 +110,3 @@ def cmd_config_schema(_args: argparse.Namespace) -> int:
     print(json.dumps(config_json_schema(), indent=2))
     return 0
 
-
-__all__ = ["ConfigError", "add_parsers"]

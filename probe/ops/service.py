@@ -31,8 +31,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from probe.ops.config import OpsConfig
 from probe.ops.db import (
     HealthSample,
+    Incident,
     Lease,
     LoginAttempt,
+    Probe,
     Quarantine,
     Recording,
     Result,
@@ -209,8 +211,6 @@ class OpsService:
         resolve it.  (Others sent nothing that could change their probe-local judgement.)"""
         if not probes:
             return set()
-        from probe.ops.db import Incident
-
         with self.sessions() as session:
             return set(session.scalars(select(Incident.subject).where(
                 Incident.scope == "probe", Incident.resolved_at.is_(None),
@@ -246,8 +246,6 @@ class OpsService:
         now = now or utcnow()
         with transaction(self.sessions) as session:
             mark_silent(session, self.config, now)
-            from probe.ops.db import Probe
-
             probes = set(session.scalars(select(Probe.id)))
             horizon = now - dt.timedelta(days=1)
             targets = set(session.scalars(select(Result.target).where(
