@@ -17,6 +17,7 @@ from probe.schedule import Slot, plan, reschedule
 from probe.sim import probe_config
 from probe.sim.broker import LocalBroker, Subscriber
 from probe.sim.hotline import HotlineBehaviour, SippHotline
+from tests.test_readme import readme_status_keys, status_keys
 
 
 def write_config(tmp_path: Path, broker: LocalBroker, uri: str, *, hold_s: float = 1,
@@ -68,6 +69,8 @@ def test_run_once_publishes_result_and_status(tmp_path: Path, broker: LocalBroke
     last_online = online[-1]
     assert last_online["targets"]["support"]["verdict"] == "ok"
     assert last_online["probe"] == {"ok": True, "faults": []}
+    # ... and exactly what the README shows it to hold
+    assert status_keys(last_online) == readme_status_keys()
 
     # The broker keeps the last status for whoever subscribes later.
     with Subscriber(broker.host, broker.port, "hotline-probe/v1/p-17/status") as late:
