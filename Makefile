@@ -9,6 +9,9 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := python3-venv mosquitto mosquitto-clients sip-tester espeak-ng sox \
                 device-tree-compiler debootstrap zstd alsa-utils \
                 postgresql prometheus-alertmanager chromium chromium-driver
+# Node.js and npm run the official AsyncAPI parser in the tests (tests/asyncapi).  Installed
+# only when npm is missing: a NodeSource nodejs ships its own npm and conflicts with Debian's.
+NODE_PACKAGES := nodejs npm
 
 .PHONY: demo test bench soak lint setup clean ansible-test
 
@@ -39,6 +42,7 @@ lint: setup
 
 setup: $(VENV)/.installed
 	@scripts/ensure-apt-packages $(APT_PACKAGES)
+	@command -v npm >/dev/null || scripts/ensure-apt-packages $(NODE_PACKAGES)
 
 $(VENV)/.installed: pyproject.toml
 	@scripts/ensure-apt-packages $(APT_PACKAGES)

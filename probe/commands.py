@@ -41,7 +41,7 @@ import jsonschema
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from probe.mqtt import JSON_CONTENT_TYPE, topic
+from probe.mqtt import CMD_REPLY, JSON_CONTENT_TYPE, topic
 
 if TYPE_CHECKING:
     from probe.daemon import Daemon
@@ -52,7 +52,7 @@ MAX_PAYLOAD = 4096
 #: Deepest bracket nesting accepted (every schema is one flat object).  Checked before parsing:
 #: a few kilobytes of ``[[[[`` would otherwise reach json's recursion limit (RecursionError).
 MAX_NESTING = 8
-REPLY_LEAF = "cmd-reply"
+REPLY_LEAF = CMD_REPLY
 
 _EMPTY = {"type": "object", "additionalProperties": False, "properties": {}}
 SCHEMAS: dict[str, dict[str, Any]] = {

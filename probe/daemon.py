@@ -42,7 +42,7 @@ from probe.exitcodes import EXIT_UNJUDGED, combined_exit_code, result_exit_code
 from probe.forwarder import Forwarder
 from probe.indicator import Status, open_indicator, overall_status
 from probe.line import LineInUseError, LineMonitor
-from probe.mqtt import Publisher
+from probe.mqtt import HEALTH, Publisher
 from probe.outbox import Outbox
 from probe.recording import submit_recording
 from probe.runner import next_boot_count, prepare_state_dir, prune_audio, run_call
@@ -617,7 +617,7 @@ class Daemon:
 
     def publish_health(self) -> None:
         if self.publisher is not None:
-            self.publisher.publish("health", self.health(), retain=True)
+            self.publisher.publish(HEALTH, self.health())  # retained: mqtt.DELIVERY
 
     # -- reload ---------------------------------------------------------------------------------
     def reload(self) -> list[tuple[str, str]]:

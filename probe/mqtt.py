@@ -11,6 +11,10 @@ Everything else in the probe talks to :class:`Publisher`, never to paho.  The co
     hotline-probe/v1/<probe-id>/health  retained
     hotline-probe/v1/<probe-id>/recording  QoS 1, not retained: a failed call's audio (FLAC),
         Content Type and User Properties result_id, duration_s (probe/recording.py)
+    hotline-probe/v1/<probe-id>/cmd-reply  QoS 1, not retained (probe/commands.py)
+
+QoS and retain of each leaf are in :data:`DELIVERY`, the one table the AsyncAPI bindings are
+checked against.
 
 Delivery is QoS 1 with MQTT 5 reason codes, so a PUBACK tells success (0x00, or 0x10 "no
 matching subscribers") from refusal (0x87 "not authorized" when the broker's ACL denies the topic)::
@@ -55,6 +59,25 @@ STATUS = "status"
 RESULT = "result"
 HEALTH = "health"
 RECORDING = "recording"
+CMD_REPLY = "cmd-reply"
+#: QoS and retain flag of each leaf the probe publishes.  This table is the contract's one copy
+#: in the code: publish() takes its defaults from it, and so do the birth, the offline status and
+#: the last will; probe/schema/asyncapi.yaml says the same in its MQTT operation bindings, and
+#: tests/test_asyncapi.py holds the two together.
+DELIVERY: dict[str, tuple[int, bool]] = {
+    STATUS: (1, True),
+    RESULT: (1, False),
+    HEALTH: (1, True),
+    RECORDING: (1, False),
+    CMD_REPLY: (1, False),
+}
+#: What a leaf outside the table gets (at least once, not retained).
+DEFAULT_DELIVERY = (1, False)
+#: QoS of the probe's subscription to its commands.
+SUBSCRIBE_QOS = 1
+#: The retained status the broker publishes for us when the connection dies without a
+#: DISCONNECT (the last will): its state and reason.
+WILL_REASON = "connection lost"
 #: The Content Type of every JSON message the probe publishes (status, will, result, health,
 #: cmd-reply); recordings carry audio/flac or audio/wav (probe/recording.py).
 JSON_CONTENT_TYPE = "application/json"
@@ -202,7 +225,8 @@ class Publisher:
     ``on_delivery(delivery)`` is called exactly once for each message given to :meth:`publish`:
     when the broker answers (success or refusal), or when the message is abandoned (closed before
     an answer, or refused by paho itself: ``reason_code`` None).  It runs on the network thread:
-    keep it short, never block there.
+    keep it short, never block there.  ``on_connect()`` runs there too, after every successful
+    connect (birth sent, subscriptions made); it may call :meth:`publish` / :meth:`publish_to`.
 
     Threading: one thread owns the paho client, and it is ours (``probe.mqtt[<id>]``), running
     paho's external-loop API (``loop_read``/``loop_write``/``loop_misc`` around our own
@@ -231,6 +255,7 @@ class Publisher:
         subscriptions: tuple[str, ...] = (),
         on_message: Callable[[str, bytes, Properties | None], None] | None = None,
         max_packet_size: int = MAX_INCOMING_PACKET,
+        on_connect: Callable[[], None] | None = None,
     ) -> None:
         self.probe_id = probe_id
         self.boot_count = boot_count
@@ -241,6 +266,7 @@ class Publisher:
         # Leaves under our own tree (e.g. "cmd/+"), subscribed again on every connect.
         self._subscriptions = [f"{TOPIC_ROOT}/{probe_id}/{leaf}" for leaf in subscriptions]
         self._on_message = on_message
+        self._on_connect = on_connect
         self._min_delay, self._max_delay = reconnect_delay_s
 
         factory = client_factory or paho.Client
@@ -252,11 +278,12 @@ class Publisher:
             client.tls_set_context(tls)
         will_props = Properties(PacketTypes.WILLMESSAGE)
         will_props.ContentType = JSON_CONTENT_TYPE
+        will_qos, will_retain = DELIVERY[STATUS]
         client.will_set(
             self._status_topic,
-            self._status_payload("offline", reason="connection lost"),
-            qos=1,
-            retain=True,
+            self._status_payload("offline", reason=WILL_REASON),
+            qos=will_qos,
+            retain=will_retain,
             properties=will_props,
         )
         connect_props = Properties(PacketTypes.CONNECT)
@@ -323,22 +350,39 @@ class Publisher:
         leaf: str,
         payload: bytes | str | dict,
         *,
-        qos: int = 1,
-        retain: bool = False,
+        qos: int | None = None,
+        retain: bool | None = None,
         ref: Any = None,
         properties: Properties | None = None,
     ) -> Delivery:
         """Queue a message for ``hotline-probe/v1/<probe-id>/<leaf>`` and return its Delivery.
 
-        Never blocks on the network: while offline the message waits (in memory) for the next
-        connection.  ``PublisherClosed`` after :meth:`close`.
+        ``qos`` and ``retain`` default to the leaf's entry in :data:`DELIVERY`.  Never blocks on
+        the network: while offline the message waits (in memory) for the next connection.
+        ``PublisherClosed`` after :meth:`close`.
         """
+        default_qos, default_retain = DELIVERY.get(leaf, DEFAULT_DELIVERY)
+        return self._queue(topic(self.probe_id, leaf), payload,
+                           default_qos if qos is None else qos,
+                           default_retain if retain is None else retain, ref, properties)
+
+    def publish_to(self, full_topic: str, payload: bytes | str | dict, *, qos: int = 1,
+                   retain: bool = False, properties: Properties | None = None) -> Delivery:
+        """Like :meth:`publish`, to a topic outside the probe's own tree (Home Assistant's
+        discovery configs, probe/homeassistant.py); ``ValueError`` for a topic with empty
+        levels or wildcards."""
+        if (not full_topic or any(not level for level in full_topic.split("/"))
+                or _has_wildcard(full_topic)):
+            raise ValueError(f"invalid topic {full_topic!r}")
+        return self._queue(full_topic, payload, qos, retain, None, properties)
+
+    def _queue(self, full_topic: str, payload: bytes | str | dict, qos: int, retain: bool,
+               ref: Any, properties: Properties | None) -> Delivery:
         if qos not in (0, 1):
             raise ValueError(f"qos must be 0 or 1, not {qos!r}")
         if isinstance(payload, dict):
             properties = with_content_type(properties, JSON_CONTENT_TYPE)
-        delivery = Delivery(topic(self.probe_id, leaf), encode_payload(payload), qos, retain, ref,
-                            properties)
+        delivery = Delivery(full_topic, encode_payload(payload), qos, retain, ref, properties)
         self._submit("publish", delivery)
         return delivery
 
@@ -507,7 +551,15 @@ class Publisher:
             self._since = rfc3339()
             self._send_online()
             for subscription in self._subscriptions:
-                self._client.subscribe(subscription, options=SubscribeOptions(qos=1))
+                self._client.subscribe(subscription,
+                                       options=SubscribeOptions(qos=SUBSCRIBE_QOS))
+            if self._on_connect is not None:
+                # After the birth, so that what it publishes (retained discovery configs) never
+                # reaches a subscriber before the status saying the probe is online.
+                try:
+                    self._on_connect()
+                except Exception:
+                    log.exception("on_connect callback failed")
             self._flush_backlog()
         else:
             self._flush_backlog()
@@ -546,7 +598,8 @@ class Publisher:
             self._send_internal(self._status_payload("offline", reason=self._close_reason))
 
     def _send_internal(self, payload: bytes) -> None:
-        delivery = Delivery(self._status_topic, payload, qos=1, retain=True,
+        qos, retain = DELIVERY[STATUS]
+        delivery = Delivery(self._status_topic, payload, qos=qos, retain=retain,
                             properties=with_content_type(None, JSON_CONTENT_TYPE))
         delivery._internal = True
         self._send(delivery)

@@ -268,6 +268,7 @@ class Message(NamedTuple):
     payload: bytes
     retain: bool
     properties: Properties | None
+    qos: int = 0  # as delivered: the lower of the publisher's and the subscription's QoS
 
     def json(self) -> Any:
         return json.loads(self.payload)
@@ -389,7 +390,7 @@ class Subscriber:
 
     def _on_message(self, client, userdata, msg) -> None:
         props = getattr(msg, "properties", None)
-        message = Message(msg.topic, bytes(msg.payload), bool(msg.retain), props)
+        message = Message(msg.topic, bytes(msg.payload), bool(msg.retain), props, msg.qos)
         with self._cond:
             self._messages.append(message)
             self._cond.notify_all()

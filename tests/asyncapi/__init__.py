@@ -1,0 +1,1 @@
+"""The AsyncAPI document checked by the official parser (tests/test_asyncapi.py)."""
