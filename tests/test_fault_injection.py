@@ -167,6 +167,92 @@ def test_unread_unsolicited_results_are_bounded_and_counted() -> None:
         assert at.drain_urcs()[-1].name == "ring"  # the newest are the ones kept
 
 
+# -- a modem unplugged --------------------------------------------------------------------------
+
+def test_a_modem_unplugged_under_a_command_is_a_lost_port_and_nothing_else() -> None:
+    """USB unplugged while a command goes out: the write can land just before the tty hangs up
+    and the drain (tcdrain) just after, which pyserial lets through as ``termios.error`` (no
+    OSError, no SerialException).  Every command after an unplug must fail as ModemGone, the
+    one error the dialer turns into a result (modem.gone); anything else escaped the dialer as
+    a probe fault and the call left no result at all.
+
+    The emulator's own thread holds the pty master in select() for up to 50 ms, so the hangup
+    lands a few ms after unplug(), at any point of the next write: as with a real unplug, some
+    of the 60 tries hit the window (about 4 in 10 here)."""
+    from probe.at.errors import ModemGone
+    from probe.at.port import AtPort, open_url
+    from probe.sim.modem import ModemEmulator
+
+    with ModemEmulator("sim800") as modem:
+        for _ in range(60):
+            with AtPort(open_url(modem.url)) as at:
+                at.command("AT", 1.0)
+                modem.unplug()
+                with pytest.raises(ModemGone):
+                    at.command("AT", 0.5)
+            modem.replug()
+
+
+@pytest.mark.slow
+def test_the_daemon_rides_out_a_modem_unplug_and_calls_again_after_replug(
+        tmp_path: Path, broker) -> None:
+    """`probe run` with a GSM modem (the emulator on a pty, its PCM port too) that is unplugged
+    between calls: the call asked for meanwhile is a result, a probe-side fault (the modem, not
+    the hotline), delivered; after the re-plug the same process calls through the modem again
+    (the port reopened, no restart); no worker died and no probe fault lost a call."""
+    import signal
+    import sys
+
+    from probe.sim import probe_config
+    from probe.sim.modem import ModemEmulator, scenario
+
+    with ModemEmulator("sim7600", scenario("answered", pdd_ms=100, ring_ms=100),
+                       directory=tmp_path, audio_port=True) as modem, \
+            Subscriber(broker.host, broker.port, f"hotline-probe/v1/{PROBE}/#") as sub:
+        config = probe_config.write_config(
+            tmp_path, probe_id=PROBE, probe={"max_jitter_s": 0},
+            mqtt=probe_config.broker_section(broker, keepalive_s=5),
+            modems={"gsm": {"port": modem.url, "audio_port": modem.audio_url,
+                            "model": "sim7600", "register_wait_s": 2}},
+            targets=[{"name": "mobile", "number": "+33100000000", "channels": ["gsm"],
+                      "interval_s": 3600, "expect": {"hold_s": 0.2, "max_ring_s": 3}}])
+        daemon = subprocess.Popen([sys.executable, "-m", "probe", "run", "-c", str(config),
+                                   "--log-format", "json"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        ops = CommandSender(broker, PROBE)
+        try:
+            def results() -> list[dict]:
+                return [m.json() for m in sub.messages if m.topic.endswith("/result")]
+
+            sub.wait_for(lambda msgs: len(results()) >= 1, 30)
+            assert results()[0]["outcome"] == "answered"
+            modem.unplug()  # the by-id path vanishes with the device
+            ops.send("run", b'{"target": "mobile"}', correlation=b"unplugged")
+            sub.wait_for(lambda msgs: len(results()) >= 2, 30)
+            unplugged = results()[1]
+            assert unplugged["outcome"] == "modem_error"
+            assert unplugged["modem"]["error"].startswith("modem.")  # the cause: the dialer's
+            diagnosis = unplugged["diagnosis"]
+            assert diagnosis["verdict"] == "unknown" and diagnosis["probe_ok"] is False
+            assert {c["scope"] for c in diagnosis["causes"]} == {"probe"}
+            modem.replug()  # re-enumeration: the same path, a new tty, a modem just booted
+            ops.send("run", b'{"target": "mobile"}', correlation=b"replugged")
+            sub.wait_for(lambda msgs: len(results()) >= 3, 30)
+            replugged = results()[2]
+            assert replugged["outcome"] == "answered"
+            assert daemon.poll() is None
+        finally:
+            ops.close()
+            daemon.send_signal(signal.SIGTERM)
+            out, _ = daemon.communicate(timeout=40)
+    assert daemon.returncode == 0, out[-3000:]
+    logged = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [line for line in logged if line.get("event") in ("probe_fault", "thread_died")] == []
+    assert len([line for line in logged if "probe p-faults running" in line["msg"]]) == 1
+    assert "Traceback" not in "\n".join(line for line in out.splitlines()
+                                        if not line.startswith("{"))
+
+
 # -- workers that die ---------------------------------------------------------------------------
 
 class _Dialer:

@@ -58,12 +58,16 @@ def open_url(url: str, baud: int = 115200) -> Transport:
 
     Raises :class:`ModemGone` when the port does not exist or cannot be opened (unplugged,
     re-enumerating, held by ModemManager)."""
+    import termios
+
     import serial  # imported here: nothing opens a port at import time
 
     try:
         return serial.serial_for_url(url, baudrate=baud, timeout=READ_TIMEOUT_S,
                                      write_timeout=2.0, exclusive=True)
-    except (serial.SerialException, OSError, ValueError) as exc:
+    except (serial.SerialException, OSError, ValueError, termios.error) as exc:
+        # termios.error: unplugged between pyserial's open() and its tcsetattr/tcflush, which
+        # pyserial does not wrap (and termios.error is no OSError).
         raise ModemGone(f"cannot open {url}: {exc}") from exc
 
 
@@ -235,12 +239,16 @@ class AtPort:
             pending.sent_ns = self.clock()
 
     def _write(self, data: bytes) -> None:
+        import termios
+
         import serial
 
         try:
             self.transport.write(data)
             self.transport.flush()
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, termios.error) as exc:
+            # termios.error (no OSError): unplugged after the write went out and before
+            # pyserial's flush() (tcdrain) returned: the port is as gone as on a failed write.
             self._lost(exc)
             raise ModemGone(f"{self.name}: write failed: {exc}") from exc
 
