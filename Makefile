@@ -5,6 +5,7 @@
 
 PYTHON ?= python3
 VENV := .venv
+DEMO_VENV := .venv-demo
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3-venv mosquitto mosquitto-clients sip-tester espeak-ng sox \
                 device-tree-compiler debootstrap zstd alsa-utils \
@@ -15,8 +16,11 @@ NODE_PACKAGES := nodejs npm
 
 .PHONY: demo test bench soak lint setup clean ansible-test
 
-demo: setup
-	$(PY) -m probe demo
+# The demo runs in a venv of its own with only what a probe and the ops service need (no
+# linters, ansible or test tools): quicker to build, and proof that the product needs none.
+demo: $(DEMO_VENV)/.installed
+	@scripts/ensure-apt-packages $(APT_PACKAGES)
+	$(DEMO_VENV)/bin/python -m probe demo
 
 test: setup
 	$(VENV)/bin/ruff check probe tests
@@ -44,12 +48,21 @@ setup: $(VENV)/.installed
 	@scripts/ensure-apt-packages $(APT_PACKAGES)
 	@command -v npm >/dev/null || scripts/ensure-apt-packages $(NODE_PACKAGES)
 
-$(VENV)/.installed: pyproject.toml
+# Pinned versions (requirements/*.txt, written by scripts/lock from pyproject.toml): the
+# tests and the demo run what the fleet runs.
+$(VENV)/.installed: pyproject.toml requirements/dev.txt
 	@scripts/ensure-apt-packages $(APT_PACKAGES)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,ops]'
+	$(PY) -m pip install -q --constraint requirements/dev.txt -e '.[dev,ops]'
+	touch $@
+
+$(DEMO_VENV)/.installed: pyproject.toml requirements/ops.txt
+	@scripts/ensure-apt-packages $(APT_PACKAGES)
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip install -q --upgrade pip
+	$(DEMO_VENV)/bin/python -m pip install -q --constraint requirements/ops.txt -e '.[ops]'
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(DEMO_VENV) .pytest_cache .ruff_cache *.egg-info

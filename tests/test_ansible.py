@@ -13,6 +13,7 @@ Needs root (chroot, debootstrap).  Cached per machine (tests/ansible_support).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -227,6 +228,36 @@ def test_rendered_probe_configuration_passes_check_config(deployment: Deployment
                   "-c", "/etc/hotline-probe/probe.toml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "demo-probe" in proc.stdout
+
+
+def installed_versions(root: Path, venv: str) -> dict[str, str]:
+    proc = chroot(root, f"{venv}/bin/python", "-m", "pip", "list", "--format=json")
+    assert proc.returncode == 0, proc.stderr
+    return {canonical(p["name"]): p["version"] for p in json.loads(proc.stdout)}
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@pytest.mark.parametrize(("host", "venv", "lock"), [
+    ("probe_root", "/opt/hotline-probe/.venv", "probe.txt"),
+    ("ops_root", "/opt/hotline-probe-ops/.venv", "ops.txt")])
+def test_every_host_runs_the_pinned_versions(deployment: Deployment, host: str, venv: str,
+                                             lock: str) -> None:
+    """Fleet builds are reproducible: the roles install with requirements/*.txt as pip
+    constraints, so each dependency is the version the lock names, on every host."""
+    from packaging.requirements import Requirement
+
+    installed = installed_versions(getattr(deployment, host), venv)
+    pinned = [Requirement(line) for line in (support.REPO / "requirements" / lock).read_text()
+              .splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    wanted = {canonical(r.name): r.specifier for r in pinned
+              if r.marker is None or r.marker.evaluate({"python_full_version": "3.11.2"})}
+    assert len(wanted) > 20
+    wrong = {name: (installed.get(name), str(spec)) for name, spec in wanted.items()
+             if installed.get(name) is None or not spec.contains(installed[name])}
+    assert not wrong, f"{host}: not the pinned versions: {wrong}"
 
 
 def test_probe_configuration_is_the_demo_setup(deployment: Deployment) -> None:

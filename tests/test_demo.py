@@ -107,13 +107,51 @@ def test_demo_at_a_terminal_serves_the_console_until_ctrl_c() -> None:
         os.close(primary)
 
 
+def development_only_modules() -> set[str]:
+    """Top-level modules of the packages only the dev extra brings (requirements/dev.txt less
+    requirements/ops.txt): what make demo's lighter venv does not have."""
+    import importlib.metadata
+
+    def names(lock: str) -> set[str]:
+        text = (ROOT / "requirements" / lock).read_text()
+        return {re.sub(r"[-_.]+", "-", name.lower())
+                for name in re.findall(r"(?m)^([A-Za-z0-9_.-]+)==", text)}
+
+    owners = importlib.metadata.packages_distributions()
+    dev_only = names("dev.txt") - names("ops.txt")
+    return {module for module, dists in owners.items()
+            if {re.sub(r"[-_.]+", "-", d.lower()) for d in dists} <= dev_only}
+
+
+BLOCKER = """
+import importlib.abc, os, sys
+_blocked = set(os.environ["DEMO_BLOCKED_MODULES"].split(","))
+class _DevelopmentOnly(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in _blocked:
+            raise ModuleNotFoundError(f"{name} is a development tool: not in make demo's venv")
+sys.meta_path.insert(0, _DevelopmentOnly())
+"""
+
+
 @pytest.mark.slow
-def test_demo_without_a_terminal_exits_by_itself() -> None:
+def test_demo_without_a_terminal_exits_by_itself(tmp_path: Path) -> None:
+    """... and needs nothing from the dev extra: its venv (.venv-demo) has only the probe and
+    the ops extra, so here, in the full venv, every dev-only module is made unimportable for
+    the demo and every process it starts (a sitecustomize on PYTHONPATH)."""
+    blocked = development_only_modules()
+    assert {"selenium", "hypothesis", "ansible", "pytest"} <= blocked
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "DEMO_BLOCKED_MODULES": ",".join(blocked)}
+    probe = subprocess.run([sys.executable, "-c", "import hypothesis"], env=env, check=False,
+                           capture_output=True, text=True)
+    assert "development tool" in probe.stderr  # the block holds in a child process
     done = subprocess.run([sys.executable, "-m", "probe", "demo"], cwd=ROOT,
                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=DEMO_TIMEOUT_S,
-                          check=False)
+                          check=False, env=env)
     assert done.returncode == 0, done.stdout[-3000:]
+    assert "development tool" not in done.stdout
     assert "demo finished in" in done.stdout
     assert "the console, on the demo's data" not in done.stdout
     assert "everything the demo started is stopped." in done.stdout

@@ -193,10 +193,12 @@ def wheelhouse() -> Path:
     root's python3 is 3.11 like this machine's.  Refreshed when pyproject.toml changes."""
     house = CACHE / "wheelhouse"
     stamp = house / ".stamp"
-    if stamp.exists() and stamp.stat().st_mtime >= (REPO / "pyproject.toml").stat().st_mtime:
+    inputs = (REPO / "pyproject.toml", REPO / "requirements" / "ops.txt")
+    if stamp.exists() and all(stamp.stat().st_mtime >= p.stat().st_mtime for p in inputs):
         return house
     house.mkdir(parents=True, exist_ok=True)
-    run([str(VENV_BIN / "pip"), "wheel", "-q", "-w", str(house), *dependencies()])
+    run([str(VENV_BIN / "pip"), "wheel", "-q", "-w", str(house),
+         "--constraint", str(REPO / "requirements" / "ops.txt"), *dependencies()])
     stamp.touch()
     return house
 
