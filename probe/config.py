@@ -221,6 +221,14 @@ class AudioConfig:
 
 
 @dataclass(frozen=True)
+class HomeAssistantConfig:
+    """[homeassistant]: MQTT discovery for Home Assistant (see probe/homeassistant.py)."""
+
+    enabled: bool = False  # off by default: a fleet's central broker has no Home Assistant
+    discovery_prefix: str = "homeassistant"  # Home Assistant's own default
+
+
+@dataclass(frozen=True)
 class Config:
     probe: ProbeIdentity
     mqtt: MqttConfig | None
@@ -231,6 +239,8 @@ class Config:
     indicator: IndicatorConfig | None = None  # [indicator]: None = log the status only
     modems: Mapping[str, ModemConfig] = field(default_factory=dict)  # [modems.gsm|analog]
     audio: AudioConfig = field(default_factory=lambda: AudioConfig())  # [audio]
+    homeassistant: HomeAssistantConfig = field(
+        default_factory=lambda: HomeAssistantConfig())  # [homeassistant]
 
     def modem(self, channel: str) -> ModemConfig | None:
         """The modem serving ``channel`` ("gsm"/"analog"), None when not configured."""
@@ -301,7 +311,7 @@ def parse_config(
     if not isinstance(data, dict):
         raise ConfigError([("(file)", "the top level must be a table")], source)
     top = _Table(data, "", ("probe", "mqtt", "sip", "targets", "line", "indicator", "modems",
-                            "audio"), problems)
+                            "audio", "homeassistant"), problems)
 
     probe = mqtt = sip = None
     if not top.has("probe"):
@@ -323,6 +333,10 @@ def parse_config(
     audio = AudioConfig()
     if top.has("audio") and (section := top.section("audio", "[audio]")):
         audio = _audio(section, ctx) or audio
+    homeassistant = HomeAssistantConfig()
+    if top.has("homeassistant") and (section := top.section("homeassistant",
+                                                            "[homeassistant]")):
+        homeassistant = _homeassistant(section, probe, mqtt) or homeassistant
     targets = _targets(top, problems)
 
     sip_users = _sip_users(top.data.get("targets"))
@@ -342,7 +356,8 @@ def parse_config(
         raise ConfigError(problems, source)
     assert probe is not None
     return Config(probe=probe, mqtt=mqtt, sip=sip, targets=tuple(targets), source=source,
-                  line=line, indicator=indicator, modems=modems, audio=audio)
+                  line=line, indicator=indicator, modems=modems, audio=audio,
+                  homeassistant=homeassistant)
 
 
 # --------------------------------------------------------------------------- sections
@@ -832,6 +847,38 @@ def _audio(t: _Table, ctx: _Context) -> AudioConfig | None:
         jitter_buffer_ms=t.get("jitter_buffer_ms", _number(0, 1000, "milliseconds"), 60.0),
     )
     return audio if t.valid else None
+
+
+#: Home Assistant's discovery topics are <prefix>/<component>/<node id>/<object id>/config and
+#: it reads node and object ids of [a-zA-Z0-9_-] only; the prefix is kept to the same letters
+#: (levels of them), so it can never hold a wildcard or reach into the probe's own tree.
+HA_ID_RE = re.compile(r"[A-Za-z0-9_-]+")
+HA_PREFIX_RE = re.compile(r"[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*")
+
+
+def _homeassistant(t: _Table, probe: ProbeIdentity | None,
+                   mqtt: MqttConfig | None) -> HomeAssistantConfig | None:
+    t.allow("enabled", "discovery_prefix")
+    ha = HomeAssistantConfig(
+        enabled=t.get("enabled", _bool, False),
+        discovery_prefix=t.get("discovery_prefix", _matching(
+            HA_PREFIX_RE, 'must be one or more topic levels of letters, digits, "_" or "-" '
+            '(e.g. "homeassistant"), without wildcards or empty levels'), "homeassistant"),
+    )
+    if ha.enabled is True:
+        if mqtt is None:
+            t.problem("enabled", "needs an [mqtt] section: discovery is published to its broker")
+        if probe is not None and not HA_ID_RE.fullmatch(probe.id):
+            # The node id of every discovery topic is the probe id (the broker's ACL matches
+            # it as %u); Home Assistant ignores a node id with a "."
+            t.problem("enabled", f"probe.id {probe.id!r} is not a Home Assistant node id "
+                      '(letters, digits, "_" or "-" only): rename the probe or leave '
+                      "discovery off")
+        if isinstance(ha.discovery_prefix, str) and \
+                ha.discovery_prefix.split("/")[0] == "hotline-probe":
+            t.problem("discovery_prefix", "must not be inside the probe's own topic tree "
+                      "(hotline-probe/...)")
+    return ha if t.valid else None
 
 
 def _zone(value: Any) -> str:
