@@ -40,6 +40,7 @@ from probe.diagnose import ProbeFacts, Thresholds
 from probe.errors import ConfigError, DialerError, ProbeError
 from probe.exitcodes import EXIT_UNJUDGED, combined_exit_code, result_exit_code
 from probe.forwarder import Forwarder
+from probe.homeassistant import Discovery
 from probe.indicator import Status, open_indicator, overall_status
 from probe.line import LineInUseError, LineMonitor
 from probe.mqtt import HEALTH, Publisher
@@ -359,6 +360,8 @@ class Daemon:
         self.forwarder = Forwarder(self.outbox, rate_per_s=m.drain_rate_per_s if m else 20.0)
         self.commands = CommandHandler(self)
         self.verdicts = VerdictBook(state_dir / "verdicts.json", config.probe.language)
+        # Home Assistant discovery ([homeassistant], off by default), after every connect.
+        self.discovery = Discovery(config) if config.homeassistant.enabled else None
         self.publisher = self._publisher(config)
         if self.publisher is not None:
             self.forwarder.start(self.publisher)
@@ -453,7 +456,8 @@ class Daemon:
             username=m.username, password=m.password.reveal() if m.password else None,
             session_expiry_s=m.session_expiry_s, boot_count=self.boot,
             tls=tls_context(m), on_delivery=self.forwarder.delivered,
-            subscriptions=("cmd/+",), on_message=self.commands.receive)
+            subscriptions=("cmd/+",), on_message=self.commands.receive,
+            on_connect=self.discovery.publish if self.discovery is not None else None)
 
     def _workers(self, config: Config, audio_dir: Path) -> dict[str, ChannelWorker]:
         from probe.runner import start_modem_dialer, start_sip_dialer
@@ -644,6 +648,8 @@ class Daemon:
         if unchanged_rest and {c for t in new.targets for c in t.channels} == set(self.workers):
             self.config = new
             self.scheduler.replace_targets(new.targets)
+            if self.discovery is not None:
+                self.discovery.update(new, self.publisher)
             log.info("configuration reloaded: %d targets", len(new.targets))
         else:
             log.info("configuration reloaded: connection settings changed, restarting")

@@ -225,8 +225,9 @@ class Publisher:
     ``on_delivery(delivery)`` is called exactly once for each message given to :meth:`publish`:
     when the broker answers (success or refusal), or when the message is abandoned (closed before
     an answer, or refused by paho itself: ``reason_code`` None).  It runs on the network thread:
-    keep it short, never block there.  ``on_connect()`` runs there too, after every successful
-    connect (birth sent, subscriptions made); it may call :meth:`publish` / :meth:`publish_to`.
+    keep it short, never block there.  ``on_connect(publisher)`` runs there too, after every
+    successful connect (birth sent, subscriptions made); it may call :meth:`publish` and
+    :meth:`publish_to`, whose messages go out on that connection.
 
     Threading: one thread owns the paho client, and it is ours (``probe.mqtt[<id>]``), running
     paho's external-loop API (``loop_read``/``loop_write``/``loop_misc`` around our own
@@ -255,7 +256,7 @@ class Publisher:
         subscriptions: tuple[str, ...] = (),
         on_message: Callable[[str, bytes, Properties | None], None] | None = None,
         max_packet_size: int = MAX_INCOMING_PACKET,
-        on_connect: Callable[[], None] | None = None,
+        on_connect: Callable[[Publisher], None] | None = None,
     ) -> None:
         self.probe_id = probe_id
         self.boot_count = boot_count
@@ -557,7 +558,7 @@ class Publisher:
                 # After the birth, so that what it publishes (retained discovery configs) never
                 # reaches a subscriber before the status saying the probe is online.
                 try:
-                    self._on_connect()
+                    self._on_connect(self)
                 except Exception:
                     log.exception("on_connect callback failed")
             self._flush_backlog()

@@ -64,7 +64,8 @@ class VerdictBook:
             result = self._diagnose(results, target, facts, state)
             state.verdict = {"verdict": str(result.verdict), "summary": result.summary,
                              "causes": [c["code"] for c in result.causes],
-                             "at": doc.get("ended_at"), "channels": result.channels}
+                             "at": doc.get("ended_at"), "channels": result.channels,
+                             "last_call": last_call(doc)}
             if set(state.pending) >= set(target.channels):
                 self._close(state, result)  # complete: this diagnosis is the cycle's own
             return result
@@ -116,6 +117,22 @@ class VerdictBook:
             tmp.unlink(missing_ok=True)
             return
         self.save_error = None
+
+
+def last_call(doc: dict[str, Any]) -> dict[str, Any]:
+    """The figures of a result that the retained status carries for its target: a glance at
+    the last call for whoever reads only the status (Home Assistant's sensors,
+    probe/homeassistant.py), the result itself being on the result topic."""
+    quality = (doc.get("analysis") or {}).get("quality") or {}
+    # A measured prompt beats the E-model estimate (as the ops service ranks them).
+    mos = next((score["mos"] for key in ("full_reference", "emodel")
+                if isinstance(score := quality.get(key), dict)
+                and isinstance(score.get("mos"), int | float)), None)
+    return {"id": doc.get("id"), "at": doc.get("ended_at"), "channel": doc.get("channel"),
+            "outcome": doc.get("outcome"),
+            "met": (doc.get("expectations") or {}).get("met"),
+            "post_dial_delay_ms": (doc.get("timings_ms") or {}).get("post_dial_delay"),
+            "mos": mos}
 
 
 def _recent(entry: tuple[float, dict[str, Any]] | None, since: float) -> dict[str, Any] | None:
