@@ -509,6 +509,43 @@ def test_a_full_disk_drops_recordings_first_and_never_a_result(small_disk: Path)
         broker.close()
 
 
+def test_a_full_disk_during_a_modem_call_cuts_its_recording_never_its_result(
+        small_disk: Path) -> None:
+    """The state disk fills while a GSM call records from the modem's PCM port: the recording
+    stops where the disk did, and the call is still a result.  (It used to kill the PCM reader
+    thread and fail the call with ENOSPC as a probe fault: no result at all.)"""
+    import threading
+
+    from probe.config import load_config
+    from probe.dial.modem import ModemDialer
+    from probe.runner import run_call
+    from probe.sim import probe_config
+    from probe.sim.modem import ModemEmulator, scenario
+
+    died: list[str] = []
+    hook = threading.excepthook
+    threading.excepthook = lambda args: died.append(f"{args.thread}: {args.exc_value!r}")
+    try:
+        with ModemEmulator("sim7600", scenario("answered", pdd_ms=100, ring_ms=100),
+                           audio_port=True) as modem:
+            config = load_config(probe_config.write_config(
+                small_disk.parent, probe_id=PROBE,
+                modems={"gsm": {"port": modem.url, "audio_port": modem.audio_url,
+                                "model": "sim7600", "register_wait_s": 2}},
+                targets=[{"name": "mobile", "number": "+33100000000", "channels": ["gsm"],
+                          "expect": {"hold_s": 0.5, "max_ring_s": 3}}]))
+            modem_config = config.modem("gsm")
+            assert modem_config is not None
+            filler = fill(small_disk)
+            with ModemDialer(modem_config) as dialer:
+                doc = run_call(config, config.targets[0], "gsm", dialer, small_disk / "audio")
+            filler.unlink()
+    finally:
+        threading.excepthook = hook
+    assert doc["outcome"] == "answered"
+    assert died == []
+
+
 def test_the_daemon_keeps_calling_on_a_full_disk_and_shows_the_fault(small_disk: Path,
                                                                     broker) -> None:
     """`probe run` with its state on a disk that fills during a call: the call's result is

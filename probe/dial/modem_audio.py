@@ -63,17 +63,26 @@ class FirstSample:
 
 
 class WavSink:
+    """The call's WAV.  A file that cannot be written (a full disk) ends the recording where
+    the disk did, never the call: ``error`` says why, ``frames`` how much was kept."""
+
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        wav = wave.open(str(path), "wb")  # noqa: SIM115 - closed in close()
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(RATE)
-        self._wav: wave.Wave_write | None = wav
+        self._wav: wave.Wave_write | None = None
         self._lock = threading.Lock()
         self._odd = b""
         self.frames = 0
+        self.error: str | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            wav = wave.open(str(path), "wb")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            self._failed(exc)
+            return
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(RATE)
+        self._wav = wav
 
     def s16(self, data: bytes) -> None:
         with self._lock:
@@ -81,7 +90,11 @@ class WavSink:
             cut = len(data) - len(data) % 2
             self._odd = data[cut:]
             if self._wav is not None and cut:
-                self._wav.writeframes(data[:cut])
+                try:
+                    self._wav.writeframes(data[:cut])
+                except OSError as exc:  # the reader thread and the call go on without it
+                    self._failed(exc)
+                    return
                 self.frames += cut // 2
 
     def u8(self, data: bytes) -> None:
@@ -91,8 +104,21 @@ class WavSink:
     def close(self) -> None:
         with self._lock:
             if self._wav is not None:
-                self._wav.close()
+                try:
+                    self._wav.close()
+                except OSError as exc:  # the header's sizes could not be written
+                    self._failed(exc)
                 self._wav = None
+
+    def _failed(self, exc: OSError) -> None:
+        """Stop recording (once): what the disk took stays, the rest of the call is not kept."""
+        if self.error is None:
+            self.error = f"{self.path}: {exc.strerror or exc}"
+            log.warning("recording cut after %d frames: %s", self.frames, self.error)
+        wav, self._wav = self._wav, None
+        if wav is not None:
+            with contextlib.suppress(OSError):  # wave still holds the file: let it go
+                wav.close()
 
 
 class PcmReader:
