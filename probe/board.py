@@ -1,4 +1,10 @@
-"""The probe board's pins: defaults, the pin-map loader and the pin-conflict check.
+"""The probe board: its pins (defaults, the pin-map loader, the conflict check) and opening it.
+
+:func:`open_board` opens the status LED and the line monitor as the daemon needs them: a board
+that cannot be opened (no pin library, no board, a pin taken by something else) is a fault to
+report, never the end of the daemon, which keeps calling with the LED's statuses in the log
+(:class:`probe.indicator.LoggingIndicator`) and the line unread.  :class:`Board` says what is
+wrong with it, also once it is running (a line side whose reference channel reads wrong).
 
 ``hardware/pinmap.toml`` is the single source of truth for every GPIO the board uses.  The
 probe ships without the ``hardware/`` tree, so the defaults the software needs are repeated in
@@ -20,25 +26,38 @@ Wiring summary (BCM numbers; physical J8 pin in brackets)::
 
 from __future__ import annotations
 
+import logging
+import time
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from probe.config import IndicatorConfig, LineConfig
+    from probe.indicator import Indicator
+    from probe.line import LineMonitor, LineState, Seizure
 
 __all__ = [
     "DEFAULT_PINS",
     "GPIO_RANGE",
     "SYSTEM_PINS",
+    "Board",
     "PinMap",
     "PinSpec",
+    "fault_reason",
     "load_pinmap",
+    "open_board",
     "pin_conflicts",
     "repo_pinmap_path",
 ]
 
 #: The GPIO lines on the 40-pin header (BCM numbering).
 GPIO_RANGE = range(0, 28)
+
+log = logging.getLogger("probe.board")
 
 #: Pins the probe must never drive as plain GPIO, and why.  SPI0 keeps CE1 (GPIO 7) out of
 #: reach too: a stock ``dtparam=spi=on`` claims it even though our overlay frees it.
@@ -160,3 +179,129 @@ def pin_conflicts(assignments: Mapping[str, int | None],
             problems.append(f"{use}: GPIO{gpio} is reserved ({reserved[gpio]})")
         seen.setdefault(gpio, use)
     return problems
+
+
+# --------------------------------------------------------------------------- opening the board
+
+
+@dataclass
+class Board:
+    """The board's devices as opened, and why a part of it could not be.
+
+    ``faults`` holds a reason per part that did not open (``"indicator"``, ``"line"``);
+    ``indicator`` is then the logging stand-in and ``line`` None.
+    """
+
+    indicator: Indicator
+    line: LineMonitor | None
+    faults: dict[str, str] = field(default_factory=dict)
+
+    def line_fault(self) -> str | None:
+        """Why the line cannot be read now (None: it can, or there is no [line]): it did not
+        open, or its reference channel is wrong (the line side is dead, absent or faulty)."""
+        if "line" in self.faults:
+            return self.faults["line"]
+        if self.line is None:
+            return None
+        snapshot = self.line.snapshot()
+        if snapshot["state"] != "interface_fault":
+            return None
+        from probe.line import REFERENCE_CODE
+
+        return (f"the reference channel reads {snapshot['reference_code']} instead of "
+                f"{REFERENCE_CODE}: the line side of the board is unpowered, absent or faulty")
+
+    def reasons(self) -> dict[str, str]:
+        """Every part at fault now, with its reason."""
+        reasons = {k: v for k, v in self.faults.items() if k != "line"}
+        if (line := self.line_fault()) is not None:
+            reasons["line"] = line
+        return reasons
+
+    def reason(self) -> str | None:
+        """One line for the health record and the retained status (None: the board is fine)."""
+        return "; ".join(f"{part}: {why}" for part, why in self.reasons().items()) or None
+
+    def result_line(self, seizure: Seizure | None = None) -> dict[str, Any] | None:
+        """What a result carries under ``line``: the line's facts, or None while they cannot
+        be read (the reason goes into the diagnosis: ``probe.board_fault``)."""
+        if self.line is None or self.line_fault() is not None:
+            return None
+        return {**self.line.snapshot(), **({"seizure": seizure.facts()} if seizure else {})}
+
+
+def fault_reason(exc: BaseException, fallbacks: list[str] | None = None) -> str:
+    """What an operator needs to read about a board that did not open."""
+    from gpiozero.exc import BadPinFactory, GPIOPinInUse
+
+    if isinstance(exc, BadPinFactory):
+        tried = "; ".join(fallbacks) or str(exc)  # each library's own failure, if tried
+        return f"no pin library: gpiozero could load none ({tried}); install lgpio"
+    if isinstance(exc, GPIOPinInUse):
+        return f"a pin is taken: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def open_board(indicator_cfg: IndicatorConfig | None, line_cfg: LineConfig | None, *,
+               pin_factory: Any = None,
+               on_line_change: Callable[[LineState, LineState], None] | None = None,
+               clock: Callable[[], float] = time.monotonic,
+               sleep: Callable[[float], Any] | None = None) -> Board:
+    """The indicator ([indicator], else the log) and the line monitor ([line], else None),
+    neither started.  A part that fails to open is logged, replaced and kept in ``faults``.
+
+    ``pin_factory`` as in gpiozero (None: its default, i.e. the Pi's GPIO); ``clock`` and
+    ``sleep`` as in :class:`~probe.line.LineMonitor`.
+    """
+    from probe.indicator import LoggingIndicator, open_indicator
+    from probe.line import LineMonitor
+
+    faults: dict[str, str] = {}
+
+    def attempt(part: str, opener: Callable[[], Any]) -> Any:
+        # gpiozero warns of each pin library it could not load before it gives up: those
+        # warnings are the reason, not noise on stderr.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                return opener()
+            except Exception as exc:  # any failure of the board: a fault, never the daemon's
+                fallbacks = [str(w.message).removeprefix("Falling back from ") for w in caught
+                             if type(w.message).__name__ == "PinFactoryFallback"]
+                faults[part] = fault_reason(exc, fallbacks)
+                log.error("board: %s unavailable, the probe goes on without it: %s", part,
+                          faults[part], extra={"event": "board_fault", "part": part,
+                                               "reason": faults[part]})
+                return None
+
+    indicator = attempt("indicator", lambda: open_indicator(
+        indicator_cfg, pin_factory=pin_factory, clock=clock)) if indicator_cfg else None
+    if indicator is None:  # no [indicator], or it failed: its statuses go to the log
+        indicator = LoggingIndicator(indicator_cfg, clock=clock)
+    line = attempt("line", lambda: LineMonitor.open(
+        line_cfg, pin_factory=pin_factory, on_change=on_line_change, clock=clock,
+        sleep=sleep)) if line_cfg else None
+    board = Board(indicator, line, faults)
+    if indicator_cfg or line_cfg:
+        _log_interfaces(board, pin_factory)
+    return board
+
+
+def _log_interfaces(board: Board, pin_factory: Any) -> None:
+    """Which pin library and which SPI the board runs on: a software (bit-banged) SPI works,
+    but costs CPU and timing at 200 samples a second, so it is a warning."""
+    from gpiozero import Device
+
+    factory = pin_factory if pin_factory is not None else Device.pin_factory
+    if factory is None:
+        return  # nothing opened
+    interface = getattr(board.line.reader, "interface", None) if board.line else None
+    spi = interface() if interface is not None else None
+    if spi is None:
+        log.info("board: pin factory %s", type(factory).__name__)
+    else:
+        level = logging.INFO if spi.hardware else logging.WARNING
+        log.log(level, "board: pin factory %s, MCP3008 on %s SPI (%s)%s",
+                type(factory).__name__, "hardware" if spi.hardware else "software",
+                spi.name, "" if spi.hardware else ": install spidev or lgpio for the "
+                "hardware SPI")

@@ -95,6 +95,7 @@ __all__ = [
     "LineState",
     "Mcp3008Reader",
     "Seizure",
+    "SpiInterface",
     "Window",
     "calibrate",
     "classify_samples",
@@ -343,6 +344,12 @@ class LineReader(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class SpiInterface:
+    name: str  # gpiozero's class, e.g. LGPIOHardwareSPIShared
+    hardware: bool
+
+
 class Mcp3008Reader:
     """The board's MCP3008, through gpiozero (spidev0.0 on a Pi; any gpiozero pin factory).
 
@@ -360,6 +367,15 @@ class Mcp3008Reader:
         except Exception:
             self._line.close()
             raise
+
+    def interface(self) -> SpiInterface:
+        """The SPI implementation gpiozero chose: the kernel's spidev (hardware) needs lgpio
+        or spidev; without them gpiozero bit-bangs the bus (software)."""
+        from gpiozero.pins.spi import SPISoftware
+
+        spi = self._line._spi
+        name = type(spi).__name__
+        return SpiInterface(name, not isinstance(spi, SPISoftware) and "Software" not in name)
 
     def read_line(self) -> int:
         return int(self._line.raw_value)
@@ -457,6 +473,7 @@ class LineMonitor:
         self._seizure: Seizure | None = None
         self._released_pending = False
         self._thread: threading.Thread | None = None
+        self._settled = threading.Event()  # a first state is known (see wait_settled)
         self.overruns = 0  # samples taken late by more than a window (a loaded CPU)
         self.samples = 0
 
@@ -506,6 +523,8 @@ class LineMonitor:
                     self.idle_volts += alpha * (level - self.idle_volts)
             if after != LineState.OFF_HOOK:
                 self._released_pending = False
+            if after != LineState.UNKNOWN:
+                self._settled.set()
         if after != before:
             log.info("line: %s -> %s (%.1f V DC, %.1f V AC)", before.value, after.value,
                      w.dc_v, w.ac_vrms)
@@ -562,6 +581,13 @@ class LineMonitor:
         self._thread = threading.Thread(target=self.run_until, args=(math.inf,),
                                         name="line-monitor", daemon=True)
         self._thread.start()
+
+    def wait_settled(self, timeout: float | None = None) -> bool:
+        """Wait (real time) until the line has a settled state, at most ``timeout`` seconds
+        (default: the longest settle time, and some); False if it still has none."""
+        if timeout is None:
+            timeout = max(self.cfg.settle_s, self.cfg.fault_settle_s) + 3 * self.cfg.window_s + 1
+        return self._settled.wait(timeout)
 
     def stop(self) -> None:
         self._stop.set()

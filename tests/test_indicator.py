@@ -7,13 +7,16 @@ millisecond with gpiozero's own ``assert_states_and_times`` - and nothing sleeps
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from probe.board import open_board
 from probe.config import ALARM_STATUSES, IndicatorConfig
 from probe.indicator import (
     LOOKS,
@@ -386,3 +389,45 @@ def test_logging_indicator_where_there_is_no_board(caplog: pytest.LogCaptureFixt
     assert "status broker_unreachable" in text
     assert "alarm: 1 short beep" not in text  # not in the default alarm_on
     ind.close()
+
+
+# --------------------------------------------------------------------------- the board at fault
+
+
+def test_a_pin_taken_puts_the_indicator_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    from gpiozero import LED
+
+    caplog.set_level(logging.INFO, logger="probe.indicator")
+    clock = SimClock(0.0)
+    factory = ClockedMockFactory(clock)
+    squatter = LED(BLUE, pin_factory=factory)  # e.g. a gpio-leds overlay holding GPIO24
+    board = open_board(IndicatorConfig(alarm_on=("down",)), None, pin_factory=factory,
+                       clock=clock)
+    assert isinstance(board.indicator, LoggingIndicator)
+    assert board.faults["indicator"].startswith("a pin is taken: pin GPIO24 is already in use")
+    assert board.reason() == f"indicator: {board.faults['indicator']}"
+    board.indicator.show(Status.DOWN)
+    board.indicator.tick()
+    assert "alarm: 3 long beeps for down" in caplog.text  # the configured policy, in the log
+    squatter.close()
+    Indicator(IndicatorConfig(), pin_factory=factory, clock=clock).close()  # red, green freed
+
+
+def _pin_library_installed() -> bool:
+    model = Path("/proc/device-tree/model")
+    on_a_pi = model.exists() and b"Raspberry Pi" in model.read_bytes()
+    return on_a_pi or any(importlib.util.find_spec(m) for m in ("lgpio", "RPi", "pigpio"))
+
+
+@pytest.mark.skipif(_pin_library_installed(), reason="this machine has a pin library")
+def test_without_a_pin_library_the_indicator_is_the_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpiozero import Device
+
+    monkeypatch.setattr(Device, "pin_factory", None)  # gpiozero looks for one, as on boot
+    monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
+    board = open_board(IndicatorConfig(), None)
+    assert isinstance(board.indicator, LoggingIndicator)
+    assert board.faults["indicator"].startswith(
+        "no pin library: gpiozero could load none (lgpio: No module named 'lgpio'; ")
+    assert board.faults["indicator"].endswith("install lgpio")
+    assert board.line is None and board.line_fault() is None  # no [line]: nothing to read

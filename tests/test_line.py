@@ -12,6 +12,7 @@ Two levels:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import pytest
 from gpiozero import MCP3008
 
 from probe import cli
+from probe.board import open_board
 from probe.config import LineConfig
 from probe.errors import ProbeError
 from probe.line import (
@@ -462,3 +464,65 @@ def test_probe_line_raw_prints_codes_for_calibration(tmp_path, capsys) -> None: 
 
 def test_nominal_volts_per_count() -> None:
     assert abs(NOMINAL_VOLTS_PER_COUNT - 0.48408) < 1e-5
+
+
+# --------------------------------------------------------------------------- the board at fault
+
+
+def test_a_wrong_reference_channel_is_a_board_fault_and_results_carry_no_line(
+        board: SimBoard, clock: SimClock) -> None:
+    # A faulty board: the MCP3008 answers, but what should be the 1.5 V reference is 0 V.
+    opened = open_board(None, replace(CFG, reference_channel=2), pin_factory=board.factory,
+                        clock=clock, sleep=clock.sleep)
+    assert opened.line is not None and opened.faults == {}  # it opens: the fault is in reading
+    try:
+        opened.line.run_for(3.0)
+        assert opened.line_fault() == ("the reference channel reads 0 instead of 512: the line "
+                                       "side of the board is unpowered, absent or faulty")
+        assert opened.result_line() is None  # a reading through a broken board is no reading
+        assert opened.reason() == f"line: {opened.line_fault()}"
+    finally:
+        opened.line.close()
+
+
+def test_a_sound_board_has_no_fault_and_results_carry_the_line(board: SimBoard,
+                                                               clock: SimClock) -> None:
+    opened = open_board(None, CFG, pin_factory=board.factory, clock=clock, sleep=clock.sleep)
+    assert opened.line is not None
+    try:
+        opened.line.run_for(3.0)
+        assert opened.line_fault() is None and opened.reason() is None
+        doc = opened.result_line()
+        assert doc is not None and doc["state"] == "idle"
+    finally:
+        opened.line.close()
+
+
+def test_an_spi_pin_taken_leaves_the_line_unread_and_says_which(board: SimBoard) -> None:
+    from gpiozero import DigitalOutputDevice
+
+    squatter = DigitalOutputDevice(8, pin_factory=board.factory)  # CE0, held by someone else
+    try:
+        opened = open_board(None, CFG, pin_factory=board.factory)
+    finally:
+        squatter.close()
+    assert opened.line is None
+    assert opened.faults["line"].startswith("a pin is taken: pin GPIO8 is already in use")
+    assert opened.line_fault() == opened.faults["line"] and opened.result_line() is None
+
+
+def test_the_board_logs_its_pin_factory_and_spi(monkeypatch: pytest.MonkeyPatch,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory
+
+    monkeypatch.setattr(Device, "pin_factory", MockFactory())  # GPIOZERO_PIN_FACTORY=mock
+    caplog.set_level(logging.INFO, logger="probe.board")
+    opened = open_board(None, CFG)
+    assert opened.line is not None
+    opened.line.close()
+    [record] = [r for r in caplog.records if r.getMessage().startswith("board: pin factory")]
+    assert record.getMessage() == (
+        "board: pin factory MockFactory, MCP3008 on software SPI (MockSPIInterfaceShared): "
+        "install spidev or lgpio for the hardware SPI")
+    assert record.levelno == logging.WARNING  # bit-banged at 200 Hz: worth fixing
