@@ -82,7 +82,9 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a configuration file",
                            description="Validate a configuration file and print every problem "
-                           "with its key path.", epilog=USAGE_EPILOG, formatter_class=raw)
+                           "with its key path; warn (exit 0) about what this machine lacks "
+                           "now, such as a modem port that does not exist.",
+                           epilog=USAGE_EPILOG, formatter_class=raw)
     with_config(check)
     check.set_defaults(func=cmd_check_config)
 
@@ -146,11 +148,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from probe.config import load_config
+    from probe.dial.modem import port_missing
 
     config = load_config(args.config)
     channels = sorted({c for t in config.targets for c in t.channels})
     print(f"{config.source}: OK — probe {config.probe.id} at {config.probe.site!r}, "
           f"{len(config.targets)} target(s) over {', '.join(channels)}")
+    # Valid, but not usable on this machine as it is now: warned, and still exit 0 (a modem
+    # may be plugged in later; the daemon reopens its port before every call).
+    for name, modem in config.modems.items():
+        if (missing := port_missing(modem.port)) is not None:
+            print(f"{config.source}: warning: modems.{name}.port: {missing}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -105,6 +105,11 @@ CAUSES: dict[str, CauseSpec] = {
         "The {channel} modem does not answer (even after a reopen and a power cycle).",
         "Check the modem's USB cable and power; restart the probe; replace the modem if it "
         "persists."),
+    "modem.port_missing": CauseSpec(
+        "local", Actor.BRANCH, Scope.PROBE, Verdict.DOWN,
+        "The {channel} modem's port {port} does not exist (modems.{channel}.port).",
+        "Check the modem's USB cable, the udev rule that gives it a stable name under "
+        "/dev/serial/by-id, and the path in modems.{channel}.port."),
     "modem.not_registered": CauseSpec(
         "local", Actor.BRANCH, Scope.PROBE, Verdict.DOWN,
         "The {channel} modem is not registered on the mobile network ({registration}).",
@@ -395,7 +400,10 @@ def path_findings(doc: dict[str, Any], limits: dict[str, Any], th: Thresholds) -
         add("modem.no_sim", sim=modem.get("sim"))
     elif outcome == "modem_error":
         error = modem.get("error") or "error"
-        add("modem.unresponsive" if "respon" in error else "modem.error", error=error)
+        if error == "modem.port_missing":  # not the modem's fault: nothing at that path
+            add("modem.port_missing", port=modem.get("port"))
+        else:
+            add("modem.unresponsive" if "respon" in error else "modem.error", error=error)
     elif outcome == "failed":
         add("probe.error", reason=sip.get("final_reason") or modem.get("error"))
     # "aborted": the probe stopped its own call (shutdown): no finding at all.
@@ -508,8 +516,8 @@ def probe_findings(facts: ProbeFacts, channels: Iterable[str], th: Thresholds
 
 #: Probe-scoped findings that mean the path could not test the hotline at all.
 BLOCKING = {"line.no_voltage", "line.no_dial_tone", "probe.board_fault", "modem.unresponsive",
-            "modem.not_registered", "modem.no_sim", "modem.error", "probe.error",
-            "sip.not_registered", "network.sip_unreachable", "line.in_use"}
+            "modem.port_missing", "modem.not_registered", "modem.no_sim", "modem.error",
+            "probe.error", "sip.not_registered", "network.sip_unreachable", "line.in_use"}
 LINE_BLOCKS = {"line.no_voltage", "probe.board_fault"}
 
 

@@ -148,7 +148,7 @@ MODEM_FIELDS = (
     "operator", "access_technology", "signal_dbm", "ber", "rsrp_dbm", "rsrq_db", "call_progress",
     "answer_source", "through_connect_possible", "ringback_bursts", "dial_tone", "sit", "result",
     "cause", "cause_text", "cause_source", "end_duration_s", "ended_by", "dropped",
-    "audio_source", "idle_after", "error", "through_connected")
+    "audio_source", "idle_after", "error", "through_connected", "port")
 
 
 def modem_facts(record: CallRecord) -> dict[str, Any]:

@@ -326,3 +326,43 @@ def test_probe_line_human_output_has_no_python_words(scenario: str, tmp_path: Pa
     proc = probe("line", "--sim", scenario, "--seconds", "0.3", "-c", str(config))
     assert proc.returncode in (0, 1), proc.stderr[-2000:]
     assert proc.stdout and not PYTHON_WORDS.search(proc.stdout), proc.stdout
+
+
+# ------------------------------------------------------------------------------ modem port
+
+MISSING_PORT = "/dev/serial/by-id/usb-SimTech_nothing_plugged_in-if02-port0"
+
+
+def gsm_config(tmp_path: Path, port: str) -> Path:
+    return probe_config.write_config(
+        tmp_path, modems={"gsm": {"port": port}},
+        targets=[{"name": "support", "number": "+33472000390", "channels": ["gsm"],
+                  "expect": {"max_ring_s": 1, "hold_s": 0.5}}])
+
+
+def test_check_config_warns_about_a_modem_port_that_does_not_exist(tmp_path: Path) -> None:
+    proc = probe("check-config", "-c", str(gsm_config(tmp_path, MISSING_PORT)))
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert (f"warning: modems.gsm.port: {MISSING_PORT} does not exist: check the modem's USB "
+            "cable, the udev rule that gives it a stable name under /dev/serial/by-id, and "
+            "the path") in proc.stderr, proc.stderr
+    here = probe("check-config", "-c", str(gsm_config(tmp_path, str(GREETING_WAV))))
+    assert here.returncode == EXIT_OK and "warning" not in here.stderr, here.stderr
+
+
+@pytest.mark.slow
+def test_a_call_on_a_missing_modem_port_names_the_port_and_the_remedy(tmp_path: Path) -> None:
+    """The dialer waits for a re-enumerating port (10 s), then says what check-config says."""
+    proc = probe("call", "support", "-c", str(gsm_config(tmp_path, MISSING_PORT)), "--json")
+    assert proc.returncode == EXIT_UNJUDGED, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)
+    assert (doc["outcome"], doc["modem"]["error"], doc["modem"]["port"]) == (
+        "modem_error", "modem.port_missing", MISSING_PORT)
+    (cause,) = doc["diagnosis"]["causes"]
+    assert cause["code"] == "modem.port_missing"
+    assert cause["summary"] == (f"The gsm modem's port {MISSING_PORT} does not exist "
+                                "(modems.gsm.port).")
+    assert cause["remedy"] == ("Check the modem's USB cable, the udev rule that gives it a "
+                               "stable name under /dev/serial/by-id, and the path in "
+                               "modems.gsm.port.")
+    assert "firmware and power" not in proc.stdout

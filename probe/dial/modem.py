@@ -7,6 +7,7 @@ The protocol lives in ``probe/at/`` (session: init, identity, SIM, radio; call: 
 Recovery ladder, before every call::
 
     port gone (unplugged, re-enumerating)  -> reopen, retried until reopen_wait_s
+    (the path still not there               -> result with error "modem.port_missing")
     no OK to "AT" (3 tries)                -> close, reopen, "AT" again
     still nothing                          -> power-cycle (RESET / power key, STATUS checked)
     still nothing                          -> result with error "modem.unresponsive"
@@ -39,6 +40,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -135,6 +137,7 @@ class ModemDialer:
                             wall_ns=time.time_ns(), mono_ns=self.clock())
         facts: dict[str, Any] = record.facts.setdefault("modem", {})
         facts["recovery"] = []
+        facts["port"] = self.config.port
         self._abort.clear()
         self._beat()
         if line_busy is not None and line_busy():
@@ -360,6 +363,8 @@ class ModemDialer:
                 break
             except ModemGone as exc:  # unplugged or re-enumerating: the path comes back
                 if time.monotonic() >= deadline:
+                    if (missing := port_missing(self.config.port)) is not None:
+                        raise ModemUnusable("modem.port_missing", missing) from exc
                     raise ModemUnusable("modem.gone", str(exc)) from exc
                 time.sleep(0.25)  # back-off between open attempts, bounded by reopen_wait_s
         self.at = AtPort(transport, name=f"modem-{self.config.kind}", clock=self.clock).start()
@@ -399,6 +404,16 @@ HEALTH_EMPTY: dict[str, Any] = {
     "sim": None, "registration": None, "registration_state": None, "registered": None,
     "operator": None, "access_technology": None, "signal_dbm": None, "rsrp_dbm": None,
     "rsrq_db": None}
+
+
+def port_missing(port: str) -> str | None:
+    """Why the modem's ``port`` is not there, with the remedy; None when it exists or is a URL
+    (``rfc2217://``, ``loop://``: nothing on this machine to look for).  ``probe check-config``
+    warns with it, and a call that cannot open the port says it (``modem.port_missing``)."""
+    if "://" in port or os.path.exists(port):
+        return None
+    return (f"{port} does not exist: check the modem's USB cable, the udev rule that gives it "
+            "a stable name under /dev/serial/by-id, and the path")
 
 
 def _restamp(record: CallRecord, kind: Ev, t_ns: int, **detail: Any) -> None:
