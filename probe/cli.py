@@ -29,6 +29,7 @@ from probe.exitcodes import (
     result_exit_code,
 )
 from probe.human import show, words
+from probe.progress import Progress, Step
 
 DEFAULT_CONFIG = "/etc/hotline-probe/probe.toml"
 
@@ -97,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--channel", choices=("sip", "gsm", "analog"),
                       help="channel to call over (default: the target's first channel)")
     call.add_argument("--json", action="store_true", help="print the result as JSON")
+    call.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                      help="one line per step of the call on stderr (default: when stderr is "
+                      "a terminal)")
     call.set_defaults(func=cmd_call)
 
     run = sub.add_parser("run", help="run the schedule and publish results (the daemon)",
@@ -189,7 +193,8 @@ def cmd_call(args: argparse.Namespace) -> int:
                                else None)
             doc = run_call(config, target, channel, dialer, audio_dir, facts=facts,
                            verdicts=VerdictBook(config.probe.state_dir / "verdicts.json",
-                                                config.probe.language))
+                                                config.probe.language),
+                           progress=_progress(args))
         finally:
             if dialer is not None:
                 dialer.close()
@@ -198,6 +203,17 @@ def cmd_call(args: argparse.Namespace) -> int:
         return EXIT_UNJUDGED
     print(json.dumps(doc, indent=2) if args.json else summarize(doc))
     return result_exit_code(doc)
+
+
+def _progress(args: argparse.Namespace) -> Progress | None:
+    """Where the call's steps go: stderr when asked, or by default when it is a terminal
+    (a pipe or a log gets the summary alone)."""
+    wanted = args.progress if args.progress is not None else sys.stderr.isatty()
+    return print_step if wanted else None
+
+
+def print_step(step: Step) -> None:
+    print(step.text, file=sys.stderr, flush=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

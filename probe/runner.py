@@ -18,7 +18,8 @@ from probe.config import Config, Target
 from probe.diagnose import ProbeFacts
 from probe.dial.sip import SipDialer
 from probe.errors import ConfigError, DialerError
-from probe.result import build_result, validate_result
+from probe.progress import CallSteps, Progress, Step
+from probe.result import build_result, validate_result, wav_duration_ms
 from probe.verdicts import VerdictBook
 
 if TYPE_CHECKING:
@@ -70,13 +71,15 @@ def start_modem_dialer(config: Config, channel: str) -> ModemDialer | None:
 def run_call(config: Config, target: Target, channel: str,
              dialer: SipDialer | ModemDialer | None, audio_dir: Path, *,
              verdicts: VerdictBook | None = None, facts: ProbeFacts | None = None,
-             line: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
+             line: Callable[[], dict[str, Any]] | None = None,
+             progress: Progress | None = None) -> dict[str, Any]:
     """Place one test call and return its validated result document.
 
     With ``verdicts``, the result carries the target's diagnosis across its channels
     (probe/diagnose.py), given the probe's own ``facts`` at the time; ``line`` gives the
     line facts (probe/line.py snapshot) that go into the result.  (The daemon defers analog
-    calls while the line is in use with ``LineMonitor.seize()``.)
+    calls while the line is in use with ``LineMonitor.seize()``.)  ``progress`` is told each
+    step of the call as it happens (probe/progress.py).
     """
     result_id = str(uuid.uuid4())
     audio_path = audio_dir / f"{result_id}.wav"
@@ -87,13 +90,19 @@ def run_call(config: Config, target: Target, channel: str,
             raise DialerError(f"target {target.name!r} has no {channel} modem or number")
         record = dialer.call(target.number, target.expect, target=target.name,
                              audio_path=audio_path, dtmf=target.dtmf,
-                             dtmf_after_s=target.dtmf_after_s)
+                             dtmf_after_s=target.dtmf_after_s,
+                             on_event=_steps(progress, target.number))
     else:
         if not isinstance(dialer, SipDialer) or target.sip_uri is None:
             raise DialerError(f"target {target.name!r} has no SIP path configured")
         record = dialer.call(target.sip_uri, target.expect, target=target.name,
                              audio_path=audio_path, dtmf=target.dtmf,
-                             dtmf_after_s=target.dtmf_after_s)
+                             dtmf_after_s=target.dtmf_after_s,
+                             on_event=_steps(progress, target.sip_uri))
+    if progress is not None and record.audio_path is not None:
+        heard_ms = wav_duration_ms(record.audio_path)
+        progress(Step("analysing", "analysing what was heard"
+                      + (f" ({heard_ms / 1000:.1f} s of audio)…" if heard_ms else "…")))
     doc = build_result(record, target.expect, config.probe, result_id=result_id,
                        clock_synced=clock_synced(), analysis=analyze_call(config, target, record))
     if line is not None:  # the line facts go into every result (probe/line.py snapshot)
@@ -102,6 +111,10 @@ def run_call(config: Config, target: Target, channel: str,
         doc["diagnosis"] = verdicts.assess(doc, target, facts or ProbeFacts()).as_json()
     validate_result(doc)
     return doc
+
+
+def _steps(progress: Progress | None, destination: str) -> CallSteps | None:
+    return None if progress is None else CallSteps(progress, destination)
 
 
 def analyze_call(config: Config, target: Target, record: CallRecord) -> dict[str, Any] | None:

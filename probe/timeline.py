@@ -12,6 +12,7 @@ to stand still during the call.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -71,11 +72,16 @@ class CallRecord:
     audio_path: Path | None = None  # received audio, early media included
     rtp: RtpStats | None = None
     facts: dict[str, Any] = field(default_factory=dict)  # channel facts: registration, versions...
+    #: Told of every event as it is recorded (``probe.progress.CallSteps``: the steps a
+    #: watching operator sees); it only watches, the record stays the dialer's.
+    observer: Callable[[Event], None] | None = field(default=None, repr=False, compare=False)
 
     def add(self, kind: Ev, t_ns: int, code: int | None = None, reason: str | None = None,
             **detail: Any) -> Event:
         event = Event(t_ns, kind, code, reason, detail)
         self.events.append(event)
+        if self.observer is not None:
+            self.observer(event)
         return event
 
     def first(self, kind: Ev, *, codes: range | None = None) -> Event | None:

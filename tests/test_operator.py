@@ -5,7 +5,9 @@ Message Expiry) against a real mosquitto."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -326,6 +328,129 @@ def test_probe_line_human_output_has_no_python_words(scenario: str, tmp_path: Pa
     proc = probe("line", "--sim", scenario, "--seconds", "0.3", "-c", str(config))
     assert proc.returncode in (0, 1), proc.stderr[-2000:]
     assert proc.stdout and not PYTHON_WORDS.search(proc.stdout), proc.stdout
+
+
+# ------------------------------------------------------------------------------ progress
+
+
+def on_a_terminal(*args: str, timeout: float = 120) -> tuple[int, str, str]:
+    """``probe ARGS`` with stderr on a real pseudo-terminal and stdout on a pipe, as an operator
+    who pipes the JSON away runs it: (exit code, stdout, what the terminal showed)."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "probe", *args], cwd=ROOT,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)  # the child's is the only one left: EIO once it exits
+    assert proc.stdout is not None
+    out = proc.stdout.fileno()
+    read = {master: b"", out: b""}
+    open_fds = set(read)
+    deadline = time.monotonic() + timeout
+    try:
+        while open_fds and time.monotonic() < deadline:
+            ready, _, _ = select.select(list(open_fds), [], [], 1.0)
+            for fd in ready:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # EIO: the terminal's other end is closed
+                    chunk = b""
+                if chunk:
+                    read[fd] += chunk
+                else:
+                    open_fds.discard(fd)
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        os.close(master)
+        proc.kill()
+        proc.stdout.close()
+    return code, read[out].decode(), read[master].decode().replace("\r\n", "\n")
+
+
+STEPS = [r"^dialling sip:hotline@127\.0\.0\.1:\d+…$",
+         r"^ringing after 0\.\d\d s \(180 Ringing\)$",
+         r"^answered after \d\.\d\d s \(rang \d\.\d\d s\)$",
+         r"^hearing the call…$",
+         r"^hanging up after 5\.\d\d s on the line$",
+         r"^call over after \d\.\d\d s \(200 OK\)$",
+         r"^analysing what was heard \(5\.\d s of audio\)…$"]
+
+
+@pytest.mark.slow
+def test_call_on_a_terminal_shows_each_step_and_piped_shows_none(tmp_path: Path) -> None:
+    """On a terminal: one line per step, in order, with its numbers; and none of the audio
+    models' own chatter (the greeting is a known prompt, so ViSQOL's TFLite model loads)."""
+    from probe.audio.prompts import add_prompt
+
+    add_prompt(tmp_path / "state" / "prompts", "welcome", GREETING_WAV)
+    with SippHotline(HotlineBehaviour(pdd_ms=50, ring_ms=300), calls=2) as hotline:
+        config = probe_config.write_config(
+            tmp_path, probe={"max_jitter_s": 0},
+            targets=[probe_config.sip_target("support", hotline.uri, hold_s=5, max_ring_s=3),
+                     probe_config.sip_target("quick", hotline.uri, hold_s=0.5, max_ring_s=3)])
+        code, out, shown = on_a_terminal("call", "support", "-c", str(config), "--json")
+        piped = probe("call", "quick", "-c", str(config))
+    assert code == EXIT_OK, shown
+    doc = json.loads(out)  # stdout is the document alone
+    assert doc["analysis"]["quality"]["full_reference"]["method"] == "visqol-v3-speech-lattice"
+    lines = shown.splitlines()
+    at = [next((i for i, line in enumerate(lines) if re.match(step, line)), None)
+          for step in STEPS]
+    assert None not in at and at == sorted(at), shown
+    assert "TensorFlow" not in shown and "XNNPACK" not in shown, shown
+    assert piped.returncode == EXIT_OK, piped.stderr[-2000:]
+    assert "dialling" not in piped.stderr and "ringing" not in piped.stderr, piped.stderr
+    assert "TensorFlow" not in piped.stderr, piped.stderr
+
+
+def test_call_steps_from_the_timeline() -> None:
+    """What each recorded event says, once each; a stamp corrected after the fact (earlier
+    than what was already reported) is not news."""
+    from probe.progress import CallSteps, Step
+    from probe.timeline import CallRecord, Ev
+
+    seen: list[Step] = []
+    record = CallRecord("sip", "support", "sip:x@h", 0, 0, observer=CallSteps(seen.append,
+                                                                             "sip:x@h"))
+    s = 1_000_000_000
+    record.add(Ev.DIAL, 1 * s, attempt=1)
+    record.add(Ev.PROGRESS, 1 * s + 100_000_000, 100, "Trying")
+    record.add(Ev.PROGRESS, 1 * s + 250_000_000, 180, "Ringing")
+    record.add(Ev.PROGRESS, 1 * s + 260_000_000, 180, "Ringing")  # a second 180: not news
+    record.add(Ev.ANSWER, 3 * s + 350_000_000, 200, "OK")
+    record.add(Ev.MEDIA_START, 3 * s + 400_000_000)
+    record.add(Ev.EARLY_MEDIA, 2 * s)  # stamped after the fact, earlier: not reported
+    record.add(Ev.HANGUP, 13 * s + 350_000_000, reason="hold_done")
+    record.add(Ev.END, 13 * s + 500_000_000, 200, "OK")
+    assert [step.text for step in seen] == [
+        "dialling sip:x@h…", "ringing after 0.25 s (180 Ringing)",
+        "answered after 2.35 s (rang 2.10 s)", "hearing the call…",
+        "hanging up after 10.00 s on the line", "call over after 12.50 s (200 OK)"]
+    assert [step.at_s for step in seen] == [0.0, 0.25, 2.35, 2.4, 12.35, 12.5]
+    assert Step.from_json(seen[1].as_json()) == seen[1]
+
+
+# ------------------------------------------------------------------------------ no chatter
+
+
+def test_native_chatter_on_fd_2_is_dropped_and_real_errors_kept(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    from probe.audio.quality import TFLITE_CHATTER, native_stderr_without
+
+    with native_stderr_without(TFLITE_CHATTER):
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+        os.write(2, b"ERROR: a real error from native code\n")
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "ERROR: a real error from native code\nafter\n"
+
+
+def test_analyze_says_nothing_of_tensorflow_on_stderr(tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts"
+    assert probe("prompts", "add", "welcome", str(GREETING_WAV), "--prompts",
+                 str(prompts)).returncode == 0
+    proc = probe("analyze", str(GREETING_WAV), "--prompts", str(prompts), "--json")
+    assert proc.returncode == EXIT_OK, proc.stderr
+    # ViSQOL scored the prompt: its TFLite lattice model was loaded in this process
+    assert json.loads(proc.stdout)["quality"]["full_reference"]["mos"] is not None
+    assert proc.stderr == "", proc.stderr
 
 
 # ------------------------------------------------------------------------------ modem port

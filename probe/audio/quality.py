@@ -14,6 +14,12 @@ A score that was not measured is None, never a default; every score names its me
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -45,8 +51,38 @@ def _visqol() -> Any | None:
         return None
     logging.getLogger("visqol").setLevel(logging.WARNING)
     api = VisqolApi()
-    api.create(mode="speech", use_lattice_model=True)
+    with native_stderr_without(TFLITE_CHATTER):  # the lattice model's interpreter is made here
+        api.create(mode="speech", use_lattice_model=True)
     return api
+
+
+#: What TensorFlow Lite's C++ logger says on every interpreter it makes ("INFO: Created
+#: TensorFlow Lite XNNPACK delegate for CPU.").  It writes to fd 2 itself, and neither
+#: TF_CPP_MIN_LOG_LEVEL (that is TensorFlow's logger, not TFLite's) nor an option of the
+#: ai-edge-litert interpreter turns it off.
+TFLITE_CHATTER = re.compile(rb"INFO: (Created TensorFlow Lite|Initialized TensorFlow Lite)")
+
+
+@contextlib.contextmanager
+def native_stderr_without(chatter: re.Pattern[bytes]) -> Iterator[None]:
+    """Hold back what native code writes to fd 2 meanwhile, and pass on every line that is not
+    ``chatter`` when done: real errors still reach stderr, only later.  (fd 2 is the process's:
+    another thread's stderr lines in the meantime are delayed the same way, never lost.)"""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = b"".join(line for line in held.read().splitlines(keepends=True)
+                            if not chatter.match(line))
+            while kept:
+                kept = kept[os.write(2, kept):]
 
 
 def available(method: str) -> bool:

@@ -56,7 +56,7 @@ from probe.config import Expectations, ModemConfig
 from probe.dial.modem_audio import AlsaRecorder, PcmReader, WavSink, hear_answer
 from probe.dial.modem_power import PowerKey
 from probe.errors import DialerError
-from probe.timeline import CallRecord, Ev
+from probe.timeline import CallRecord, Ev, Event
 
 log = logging.getLogger("probe.modem")
 
@@ -130,11 +130,13 @@ class ModemDialer:
     # -- the call ---------------------------------------------------------------------------
     def call(self, number: str, expect: Expectations, *, target: str, audio_path: Path,
              dtmf: str | None = None, dtmf_after_s: float = 2.0,
-             line_busy: Callable[[], bool] | None = None) -> CallRecord:
+             line_busy: Callable[[], bool] | None = None,
+             on_event: Callable[[Event], None] | None = None) -> CallRecord:
         """Place one call to ``number``; the record of what happened (never raises for a
-        modem or network failure: those are results)."""
+        modem or network failure: those are results).  ``on_event`` is told of each event as
+        it is recorded (the progress of the call)."""
         record = CallRecord(channel=self.config.kind, target=target, destination=number,
-                            wall_ns=time.time_ns(), mono_ns=self.clock())
+                            wall_ns=time.time_ns(), mono_ns=self.clock(), observer=on_event)
         facts: dict[str, Any] = record.facts.setdefault("modem", {})
         facts["recovery"] = []
         facts["port"] = self.config.port

@@ -24,7 +24,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ import pjsua2 as pj
 
 from probe.config import Expectations, SipAccount
 from probe.errors import DialerError
-from probe.timeline import CallRecord, Ev, RtpStats
+from probe.timeline import CallRecord, Ev, Event, RtpStats
 
 log = logging.getLogger("probe.sip")
 
@@ -351,12 +351,14 @@ class SipDialer:
 
     # -- the call -------------------------------------------------------------------------------
     def call(self, uri: str, expect: Expectations, *, target: str, audio_path: Path,
-             dtmf: str | None = None, dtmf_after_s: float = 1.0) -> CallRecord:
+             dtmf: str | None = None, dtmf_after_s: float = 1.0,
+             on_event: Callable[[Event], None] | None = None) -> CallRecord:
         """Place one call to ``uri`` and live it as a caller would; returns what happened.
 
         Gives up (CANCEL) when it has rung longer than ``expect.max_ring_s``, or when nothing at
         all came back for the post-dial-delay limit plus the ring limit.  After answer it stays
         ``expect.hold_s`` on the line (sending ``dtmf`` after ``dtmf_after_s``), then hangs up.
+        ``on_event`` is told of each event as it is recorded (the progress of the call).
         """
         self._check_thread()
         if self._account is None:
@@ -365,7 +367,7 @@ class SipDialer:
         audio_path.parent.mkdir(parents=True, exist_ok=True)
         mono = time.monotonic_ns()
         record = CallRecord(channel="sip", target=target, destination=uri,
-                            wall_ns=time.time_ns(), mono_ns=mono)
+                            wall_ns=time.time_ns(), mono_ns=mono, observer=on_event)
         record.facts["pjproject"] = self.version
         if (registration := self.registration_facts()) is not None:
             record.facts["registration"] = registration
