@@ -32,6 +32,11 @@ from probe.human import show, words
 from probe.progress import Progress, Step
 
 DEFAULT_CONFIG = "/etc/hotline-probe/probe.toml"
+LINE_EPILOG = """exit codes:
+  0   the line is usable (idle, in use, ringing)
+  1   a fault of the office's line or of the probe board
+  2   usage or configuration error, no [line] section, or no board to read
+  70  the probe crashed (one line on stderr; probe -v ... shows the traceback)"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -127,7 +132,10 @@ def _parser() -> argparse.ArgumentParser:
                           epilog=USAGE_EPILOG, formatter_class=raw)
     demo.set_defaults(func=cmd_demo)
 
-    line = sub.add_parser("line", help="read the analog line through the probe board")
+    line = sub.add_parser("line", help="read the analog line through the probe board",
+                          description="Read the analog line through the probe board: its state "
+                          "(idle, in use, ringing, cut, low voltage, reversed), volts and "
+                          "polarity.", epilog=LINE_EPILOG, formatter_class=raw)
     with_config(line)
     line.add_argument("--json", action="store_true", help="print the line facts as JSON")
     line.add_argument("--seconds", type=float, default=None,

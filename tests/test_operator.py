@@ -4,6 +4,7 @@ Message Expiry) against a real mosquitto."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -149,6 +151,26 @@ def test_every_help_names_its_exit_codes(command: list[str]) -> None:
     proc = probe(*command, "--help")
     assert proc.returncode == 0 and "exit codes:" in proc.stdout, proc.stdout
     assert "70" in proc.stdout
+
+
+def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+              ) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*path, name), sub
+                yield from _commands(sub, (*path, name))
+
+
+def test_every_subcommand_says_what_it_does_and_its_exit_codes() -> None:
+    """Read from the parser itself, so a command added later is held to it too."""
+    commands = dict(_commands(cli._parser()))
+    assert {("call",), ("line",), ("prompts", "show"), ("ops", "migrate")} <= set(commands)
+    for path, sub in commands.items():
+        text = sub.format_help()
+        assert sub.description, f"probe {' '.join(path)} --help: no description"
+        assert "exit codes:" in text and re.search(r"^  70 ", text, re.M), \
+            f"probe {' '.join(path)} --help names no exit codes:\n{text}"
 
 
 # ------------------------------------------------------------------------------ human output

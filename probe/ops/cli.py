@@ -1,7 +1,8 @@
 """``probe ops``: the central ops service's commands.
 
-Exit codes: 0 done, 1 the command failed (a database or a broker that cannot be reached),
-2 usage or configuration error (every problem printed with its key path).
+Exit codes: 0 done, 2 usage or configuration error (every problem printed with its key path),
+70 the command failed unexpectedly, a database that cannot be reached included (one line on
+stderr; ``probe -v`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -14,42 +15,58 @@ import sys
 from typing import Any
 
 DEFAULT_OPS_CONFIG = "/etc/hotline-probe/ops.toml"
+OPS_EPILOG = """exit codes:
+  0   done (serve: stopped as asked)
+  2   usage or configuration error (every problem with its key path)
+  70  failed unexpectedly, a database that cannot be reached included (one line on stderr;
+      probe -v ... shows the traceback)"""
 
 
 def add_parsers(sub: Any) -> None:
     """Register ``ops`` and its sub-commands on the ``probe`` command."""
-    ops = sub.add_parser("ops", help="the central ops service: fleet status, incidents, alerts")
+    raw = argparse.RawDescriptionHelpFormatter
+    ops = sub.add_parser("ops", help="the central ops service: fleet status, incidents, alerts",
+                         description="The central ops service: fleet status, incidents, "
+                         "alerts.", epilog=OPS_EPILOG, formatter_class=raw)
     ops_sub = ops.add_subparsers(dest="ops_command", required=True)
+
+    def command(name: str, short: str, description: str) -> argparse.ArgumentParser:
+        return ops_sub.add_parser(name, help=short, description=description, epilog=OPS_EPILOG,
+                                  formatter_class=raw)
 
     def with_config(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument("-c", "--config",
                          default=os.environ.get("PROBE_OPS_CONFIG", DEFAULT_OPS_CONFIG),
                          help=f"ops TOML (default: $PROBE_OPS_CONFIG or {DEFAULT_OPS_CONFIG})")
 
-    serve = ops_sub.add_parser("serve", help="run the service: ingest, correlation, "
-                               "notifications, HTTP API and console")
+    serve = command("serve", "run the service: ingest, correlation, notifications, HTTP API "
+                    "and console", "Run the service until SIGTERM: MQTT ingest, correlation, "
+                    "notifications, the HTTP API and the console.")
     with_config(serve)
     serve.add_argument("--log-format", choices=("json", "text"),
                        default="text" if sys.stdout.isatty() else "json")
     serve.set_defaults(func=cmd_serve)
 
-    check = ops_sub.add_parser("check-config", help="validate an ops configuration; exit 2 "
-                               "with every problem")
+    check = command("check-config", "validate an ops configuration; exit 2 with every problem",
+                    "Validate an ops configuration and print every problem with its key path.")
     with_config(check)
     check.set_defaults(func=cmd_check)
 
-    migrate = ops_sub.add_parser("migrate", help="create or upgrade the database schema")
+    migrate = command("migrate", "create or upgrade the database schema",
+                      "Create the database schema, or upgrade it to this release's version.")
     with_config(migrate)
     migrate.set_defaults(func=cmd_migrate)
 
-    user = ops_sub.add_parser("user-add", help="add a console / API user (password from "
-                              "$PROBE_OPS_PASSWORD or asked)")
+    user = command("user-add", "add a console / API user (password from $PROBE_OPS_PASSWORD "
+                   "or asked)", "Add a console / API user; the password comes from "
+                   "$PROBE_OPS_PASSWORD or is asked for (at least 10 characters).")
     with_config(user)
     user.add_argument("name")
     user.add_argument("--role", choices=("viewer", "operator", "admin"), default="viewer")
     user.set_defaults(func=cmd_user_add)
 
-    schema = ops_sub.add_parser("config-schema", help="print the JSON Schema of ops.toml")
+    schema = command("config-schema", "print the JSON Schema of ops.toml",
+                     "Print the JSON Schema of ops.toml.")
     schema.set_defaults(func=cmd_config_schema)
 
 
