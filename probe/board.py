@@ -211,6 +211,13 @@ class Board:
         return (f"the reference channel reads {snapshot['reference_code']} instead of "
                 f"{REFERENCE_CODE}: the line side of the board is unpowered, absent or faulty")
 
+    def line_faulty(self) -> bool | None:
+        """Live, for the LED: is the line or the board reading it at fault (a cut line, a low
+        voltage, a dead line side)?  None: there is no [line] to read."""
+        if self.line is None:
+            return True if "line" in self.faults else None
+        return self.line_fault() is not None or bool(self.line.snapshot()["fault"])
+
     def reasons(self) -> dict[str, str]:
         """Every part at fault now, with its reason."""
         reasons = {k: v for k, v in self.faults.items() if k != "line"}

@@ -92,7 +92,8 @@ def run_demo(out: Any = None, *, serve: bool | None = None) -> int:
         subscriber = stack.enter_context(
             Subscriber(broker.host, broker.port, "hotline-probe/v1/#",
                        on_message=lambda m: say("  " + _one_line(m))))
-        Daemon(str(config_path), once=True).run()
+        daemon = Daemon(str(config_path), once=True)
+        daemon.run()
         subscriber.wait_for(lambda msgs: sum(m.topic.endswith("/result") for m in msgs)
                             >= len(HOTLINES) + 1, timeout=10)
         results = [m.json() for m in subscriber.messages if m.topic.endswith("/result")]
@@ -105,7 +106,7 @@ def run_demo(out: Any = None, *, serve: bool | None = None) -> int:
         # The probe board (status LED, buzzer, silence button, line voltage) on gpiozero mock
         # pins with a simulated line: probe/sim/board_demo.py.
         say("\nthe probe board: LED, buzzer and line (gpiozero mock pins, simulated line):")
-        board_ok = run_board_demo(say, results)
+        board_ok = run_board_demo(say, daemon.verdicts.status())  # its LED's own verdicts
         say(f"\ndemo finished in {time.monotonic() - started:.1f} s.")
         if serve:
             serve_console(say, ops)

@@ -53,7 +53,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -69,7 +69,9 @@ __all__ = [
     "Look",
     "Status",
     "blink_code",
+    "cause_status",
     "in_quiet_hours",
+    "indicator_status",
     "open_indicator",
     "overall_status",
     "pattern_level",
@@ -137,37 +139,94 @@ LOOKS: dict[Status, Look] = {
                              "probe fault: the probe itself (internal error, disk full)"),
 }
 
-# Most important first: what the LED shows when several things are true at once.
-PRIORITY = (Status.BOOTING, Status.FAULT_LINE, Status.FAULT_MODEM, Status.FAULT_PROBE,
-            Status.DOWN,
-            Status.DEGRADED, Status.BROKER_UNREACHABLE, Status.OK)
+# Most important first: what the LED shows when several things are true at once.  A local
+# fault outranks even "booting": one seen before the first verdict is shown as it is.
+PRIORITY = (Status.FAULT_LINE, Status.FAULT_MODEM, Status.FAULT_PROBE, Status.DOWN,
+            Status.DEGRADED, Status.BROKER_UNREACHABLE, Status.OK, Status.BOOTING)
 
 
-def overall_status(verdict: Status | None, *, line_fault: bool = False,
+def overall_status(verdict: Status | str | None, *, line_fault: bool = False,
                    modem_fault: bool = False, broker_ok: bool | None = True,
                    probe_fault: bool = False) -> Status:
     """One status from everything the daemon knows, by :data:`PRIORITY`.
 
-    ``verdict`` is the latest hotline verdict (``ok``/``degraded``/``down``; None before the
-    first call: booting).  A local fault outranks the verdict (it explains it); the broker
-    matters only when the hotline itself is fine, so a broker blip while the hotline is down
-    does not re-arm the alarm.
+    ``verdict`` is the latest hotline verdict: ``ok``/``degraded``/``down``; ``unknown`` when
+    the probe's own faults stopped every path (the fault shows; once it has cleared, booting
+    again until the next verdict); None before the first call (booting).  A local fault
+    outranks the verdict (it explains it); the broker matters only once there is a verdict,
+    and less than a hotline that fails, so a broker blip while the hotline is down does not
+    re-arm the alarm.
 
     >>> overall_status(Status.DOWN, broker_ok=False)
     <Status.DOWN: 'down'>
     >>> overall_status(Status.DOWN, line_fault=True)
     <Status.FAULT_LINE: 'fault_line'>
+    >>> overall_status("unknown", broker_ok=False)
+    <Status.BROKER_UNREACHABLE: 'broker_unreachable'>
     """
-    present = {verdict or Status.BOOTING}
+    present = set()
+    if verdict is None:
+        present.add(Status.BOOTING)  # and the broker is still being reached
+    elif verdict != "unknown":
+        present.add(Status(verdict))
     if line_fault:
         present.add(Status.FAULT_LINE)
     if modem_fault:
         present.add(Status.FAULT_MODEM)
     if probe_fault:
         present.add(Status.FAULT_PROBE)
-    if broker_ok is False:
+    if broker_ok is False and verdict is not None:
         present.add(Status.BROKER_UNREACHABLE)
-    return next(s for s in PRIORITY if s in present)
+    return next((s for s in PRIORITY if s in present), Status.BOOTING)
+
+
+#: Probe-side causes a live reading supersedes: the line monitor measures these itself.
+LINE_READ = frozenset({"line.no_voltage", "line.low_voltage", "probe.board_fault"})
+
+
+def cause_status(code: str) -> Status | None:
+    """The LED status a probe-side cause (probe/diagnose.py) stands for; None for the hotline's
+    own causes, and for a line that a person is using (nothing is wrong)."""
+    from probe.diagnose import CAUSES, Scope
+
+    spec = CAUSES.get(code)
+    if spec is None or spec.scope != Scope.PROBE or code == "line.in_use":
+        return None
+    if code.startswith("line.") or code == "probe.board_fault":
+        return Status.FAULT_LINE
+    if code.startswith("modem."):
+        return Status.FAULT_MODEM
+    if code.startswith("network."):  # the office network: neither broker nor SIP server
+        return Status.BROKER_UNREACHABLE
+    return Status.FAULT_PROBE  # the SIP account, a call that failed inside the probe
+
+
+def indicator_status(verdicts: Iterable[Mapping[str, Any]], *, line_fault: bool | None = None,
+                     modem_fault: bool = False, broker_ok: bool | None = None,
+                     probe_fault: bool = False) -> Status:
+    """What the LED shows: the daemon's verdicts (probe/verdicts.py ``VerdictBook.status()``
+    values: ``verdict`` and ``causes``) and what the probe knows of itself now.  The daemon and
+    ``make demo``'s board both use it, so they cannot disagree.
+
+    The worst verdict is shown, outranked by the probe-side causes of the verdicts (a modem
+    without a SIM, a cut line: they explain it) and by live faults.  ``line_fault`` and
+    ``broker_ok`` are live readings (None: nothing to read); where there is one, it wins over a
+    verdict's memory of the same thing (a line plugged back in shows at once).
+    """
+    verdicts = list(verdicts)
+    named = [d.get("verdict") for d in verdicts]
+    worst = next((v for v in ("down", "degraded", "ok", "unknown") if v in named), None)
+    codes = {c for d in verdicts for c in d.get("causes") or ()}
+    if line_fault is not None:
+        codes -= LINE_READ
+    if broker_ok is not None:
+        codes.discard("network.broker_unreachable")
+    faults = {cause_status(c) for c in codes}
+    return overall_status(
+        worst, line_fault=bool(line_fault) or Status.FAULT_LINE in faults,
+        modem_fault=modem_fault or Status.FAULT_MODEM in faults,
+        probe_fault=probe_fault or Status.FAULT_PROBE in faults,
+        broker_ok=False if Status.BROKER_UNREACHABLE in faults else broker_ok)
 
 
 def pattern_level(steps: Sequence[float], elapsed: float, repeat: bool = True

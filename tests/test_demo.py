@@ -155,3 +155,25 @@ def test_demo_without_a_terminal_exits_by_itself(tmp_path: Path) -> None:
     assert "demo finished in" in done.stdout
     assert "the console, on the demo's data" not in done.stdout
     assert "everything the demo started is stopped." in done.stdout
+    # The board shows what the daemon's own status said: a busy line and a first unanswered
+    # call are degraded (one failure is not yet an outage), never down with alarm beeps.
+    assert re.search(r"the daemon's verdicts \(.*sales degraded.*\) show as degraded",
+                     done.stdout), done.stdout[-3000:]
+    assert "alarm: 3 long beeps for down" not in done.stdout
+
+
+@pytest.mark.slow
+def test_the_board_shows_the_daemon_s_verdicts_by_the_daemon_s_rule() -> None:
+    from probe.sim.board_demo import run_board_demo
+
+    verdicts = {"support": {"verdict": "ok", "causes": []},
+                "sales": {"verdict": "degraded", "causes": ["hotline.busy"]},
+                "after-hours": {"verdict": "degraded",
+                                "causes": ["hotline.no_answer", "diagnosis.transient"]}}
+    said: list[str] = []
+    assert run_board_demo(said.append, verdicts)
+    text = "\n".join(said)
+    assert "show as degraded" in text
+    assert "indicator: status degraded" in text and "status down" not in text
+    assert "indicator: status fault_line" in text  # the pulled cable, by the same rule
+    assert "long beeps" not in text

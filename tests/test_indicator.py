@@ -26,6 +26,7 @@ from probe.indicator import (
     Status,
     blink_code,
     in_quiet_hours,
+    indicator_status,
     open_indicator,
     overall_status,
     pattern_level,
@@ -133,6 +134,52 @@ def test_overall_status_priority() -> None:
     assert overall_status(Status.DOWN, broker_ok=False) == Status.DOWN
     assert overall_status(Status.DOWN, modem_fault=True) == Status.FAULT_MODEM
     assert overall_status(Status.OK, line_fault=True, modem_fault=True) == Status.FAULT_LINE
+    assert overall_status(None, broker_ok=False) == Status.BOOTING  # still connecting
+
+
+def test_a_fault_before_any_verdict_shows_the_fault_not_booting() -> None:
+    assert overall_status(None, line_fault=True) == Status.FAULT_LINE
+    assert overall_status(None, modem_fault=True) == Status.FAULT_MODEM
+    assert overall_status(None, probe_fault=True) == Status.FAULT_PROBE
+
+
+def unknown(*causes: str) -> dict[str, object]:
+    """A target's verdict as the daemon's VerdictBook has it: the probe could not judge."""
+    return {"verdict": "unknown", "causes": list(causes), "summary": "", "channels": {}}
+
+
+@pytest.mark.parametrize(("causes", "live", "shown"), [
+    (("line.no_voltage",), {}, Status.FAULT_LINE),  # no [line] board: the call found it
+    (("line.no_voltage",), {"line_fault": True}, Status.FAULT_LINE),
+    (("probe.board_fault",), {}, Status.FAULT_LINE),
+    (("line.no_dial_tone",), {"line_fault": False}, Status.FAULT_LINE),  # volts are not tone
+    (("modem.no_sim",), {"line_fault": False}, Status.FAULT_MODEM),
+    (("modem.unresponsive", "line.no_voltage"), {}, Status.FAULT_LINE),
+    (("network.sip_unreachable", "network.broker_unreachable"), {"broker_ok": False},
+     Status.BROKER_UNREACHABLE),
+    (("network.sip_unreachable", "network.broker_unreachable"), {}, Status.BROKER_UNREACHABLE),
+    (("sip.not_registered",), {"broker_ok": True}, Status.FAULT_PROBE),
+    (("probe.error",), {}, Status.FAULT_PROBE),
+    # The fault has cleared since (a live reading says so): no verdict until the next call.
+    (("line.no_voltage",), {"line_fault": False}, Status.BOOTING),
+])
+def test_an_unknown_verdict_shows_the_probe_fault_behind_it(
+        causes: tuple[str, ...], live: dict[str, bool], shown: Status) -> None:
+    assert indicator_status([unknown(*causes)], **live) == shown
+
+
+def test_the_probe_side_causes_of_any_verdict_outrank_it() -> None:
+    ok = {"verdict": "ok", "causes": []}
+    gsm_blocked = {"verdict": "ok", "causes": ["modem.no_sim"]}  # SIP answered, GSM has no SIM
+    down = {"verdict": "down", "causes": ["hotline.no_answer"]}
+    assert indicator_status([ok]) == Status.OK
+    assert indicator_status([ok, gsm_blocked]) == Status.FAULT_MODEM
+    assert indicator_status([ok, down]) == Status.DOWN
+    assert indicator_status([down, unknown("modem.no_sim")]) == Status.FAULT_MODEM
+    assert indicator_status([ok, unknown("line.in_use")]) == Status.OK  # a person, no fault
+    assert indicator_status([ok], broker_ok=False) == Status.BROKER_UNREACHABLE
+    assert indicator_status([]) == Status.BOOTING
+    assert indicator_status([], line_fault=True) == Status.FAULT_LINE
 
 
 def test_alarm_policy_alone() -> None:

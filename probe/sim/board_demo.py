@@ -16,23 +16,12 @@ from collections.abc import Callable
 from typing import Any
 
 from probe.config import IndicatorConfig, LineConfig
-from probe.indicator import Indicator, Status, overall_status
+from probe.indicator import Indicator, Status, indicator_status
 from probe.line import LineInUseError, LineMonitor, LineState
 from probe.sim.line import ClockedMockFactory, LineSimulator, SimBoard, cut, idle, off_hook
 
 RED, GREEN, BLUE, BUZZER, BUTTON = 22, 23, 24, 18, 27
 STEP_S = 0.05
-
-
-def verdict(results: list[dict[str, Any]]) -> Status:
-    """The probe's overall verdict from call results: any hard failure is down, a busy or
-    otherwise unmet expectation with an answer is degraded."""
-    if not results:
-        return Status.BOOTING
-    failed = [r for r in results if not r["expectations"]["met"]]
-    if any(r["outcome"] not in ("busy", "answered") for r in failed):
-        return Status.DOWN
-    return Status.DEGRADED if failed else Status.OK
 
 
 def strip(pins: dict[str, Any], since: float, until: float) -> list[str]:
@@ -55,8 +44,10 @@ def strip(pins: dict[str, Any], since: float, until: float) -> list[str]:
     return lines
 
 
-def run_board_demo(say: Callable[[str], None], results: list[dict[str, Any]]) -> bool:
-    """Show the board reacting; True if everything happened as it should."""
+def run_board_demo(say: Callable[[str], None], verdicts: dict[str, dict[str, Any]]) -> bool:
+    """Show the board reacting to the demo daemon's own verdicts (``VerdictBook.status()``:
+    what its retained status said), by the daemon's own rule (``indicator_status``); True if
+    everything happened as it should."""
     clock = time.monotonic
     factory = ClockedMockFactory(clock)
     line = LineSimulator(idle(48.0), noise_v=0.8, hum_vrms=2.0)
@@ -69,12 +60,12 @@ def run_board_demo(say: Callable[[str], None], results: list[dict[str, Any]]) ->
     indicator = Indicator(IndicatorConfig(alarm_repeat_s=0), pin_factory=factory, clock=clock,
                           on_event=lambda text: event(f"indicator: {text}"))
     seen: list[LineState] = []
-    current: dict[str, Status | None] = {"verdict": None}  # booting until the verdict
+    current: dict[str, dict[str, Any]] = {}  # booting until the verdicts
 
     def on_line(old: LineState, new: LineState) -> None:
         seen.append(new)
         event(f"line: {old.value} -> {new.value}")
-        indicator.show(overall_status(current["verdict"], line_fault=new.fault))
+        indicator.show(indicator_status(current.values(), line_fault=new.fault))
 
     monitor = LineMonitor(LineConfig(), board.reader(), on_change=on_line)
     ok = True
@@ -117,14 +108,15 @@ def run_board_demo(say: Callable[[str], None], results: list[dict[str, Any]]) ->
         monitor.start()
         phase("booting; the line monitor samples the line 200 times a second over mock SPI",
               1.2)
-        v = verdict(results)
+        v = indicator_status(verdicts.values(), line_fault=False)
+        named = ", ".join(f"{name} {d['verdict']}" for name, d in verdicts.items())
 
         def show_verdict() -> None:
-            current["verdict"] = v
-            indicator.show(overall_status(v))
+            current.update(verdicts)
+            indicator.show(indicator_status(current.values(), line_fault=monitor.state.fault))
 
-        phase(f"the test calls' verdict is {v.value}; at 1.5 s someone presses the silence "
-              "button", 3.5, [(0.0, show_verdict), (1.5, press)])
+        phase(f"the daemon's verdicts ({named or 'none'}) show as {v.value}; at 1.5 s someone "
+              "presses the silence button", 3.5, [(0.0, show_verdict), (1.5, press)])
         phase("someone lifts the handset; the probe wants to place an analog test call", 2.0,
               [(0.0, lambda: line.set(clock(), off_hook(8.0))), (1.2, try_analog_call)])
         phase("the handset is put down; a second later the phone cable is pulled out", 5.0,
