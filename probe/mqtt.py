@@ -51,6 +51,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from probe.clock import clock_synced, rfc3339
 from probe.errors import ProbeError
+from probe.logs import Recurring
 
 log = logging.getLogger("probe.mqtt")
 
@@ -323,7 +324,8 @@ class Publisher:
         self._inflight: dict[int, Delivery] = {}
         self._next_attempt: float | None = 0.0  # monotonic time of the next connect attempt
         self._delay: float | None = None
-        self._failures_in_row = 0
+        # Every failed connection attempt in a row: one warning, then a count (probe/logs.py).
+        self._failures = Recurring(log)
         self._close_deadline: float | None = None
         self._close_reason = ""
         self._offline_sent = False
@@ -540,14 +542,15 @@ class Publisher:
 
     def _handle_connack(self, code: int, name: str, session_present: bool) -> None:
         if code >= _FIRST_FAILURE_CODE:
-            log.error(
-                "broker %s:%s refused the connection: %s (0x%02x)", self.host, self.port, name, code
-            )
+            self._failures.failed("broker %s:%s refused the connection: %s (0x%02x)", self.host,
+                                  self.port, name, code, level=logging.ERROR)
             return  # paho closes the socket; _run schedules the next attempt
         self._delay = None
-        self._failures_in_row = 0
+        failures, since = self._failures.ended()
         self._connected.set()
-        log.info("connected to %s:%s (session present: %s)", self.host, self.port, session_present)
+        log.info("connected to %s:%s (session present: %s)%s", self.host, self.port,
+                 session_present, f" after {failures} failed attempts in {since:.0f} s"
+                 if failures else "")
         if self._close_deadline is None:
             self._since = rfc3339()
             self._send_online()
@@ -643,20 +646,15 @@ class Publisher:
         try:
             self._client.reconnect()  # TCP (+TLS) connect and CONNECT; CONNACK comes later
         except OSError as exc:  # refused, unreachable, DNS, TLS handshake
-            self._failures_in_row += 1
             if isinstance(exc, ssl.SSLCertVerificationError) and not clock_synced():
                 # A Pi without RTC boots in the past: every certificate looks "not yet valid".
-                log.warning("TLS certificate check failed while the clock is not synchronised "
-                            "(%s): retrying until NTP has set the time", exc.verify_message)
-            level = logging.WARNING if self._failures_in_row == 1 else logging.INFO
-            log.log(
-                level,
-                "cannot reach MQTT broker %s:%s: %s (attempt %d)",
-                self.host,
-                self.port,
-                exc,
-                self._failures_in_row,
-            )
+                self._failures.failed("TLS certificate check of MQTT broker %s:%s failed while "
+                                      "the clock is not synchronised (%s): retrying until NTP "
+                                      "has set the time", self.host, self.port,
+                                      exc.verify_message)
+            else:
+                self._failures.failed("cannot reach MQTT broker %s:%s: %s", self.host,
+                                      self.port, exc)
 
     def _timeout(self, wanted: float) -> float:
         if self._close_deadline is not None:
