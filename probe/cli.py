@@ -15,7 +15,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from probe import __version__
 from probe.errors import ConfigError, DialerError
@@ -30,6 +30,9 @@ from probe.exitcodes import (
 )
 from probe.human import show, words
 from probe.progress import Progress, Step
+
+if TYPE_CHECKING:
+    from probe.config import Config, Target
 
 DEFAULT_CONFIG = "/etc/hotline-probe/probe.toml"
 LINE_EPILOG = """exit codes:
@@ -96,7 +99,13 @@ def _parser() -> argparse.ArgumentParser:
 
     call = sub.add_parser("call", help="place one test call now and print its result",
                           description="Place one test call to a configured target now and print "
-                          "its result (a summary, or the JSON document with --json).",
+                          "its result (a summary, or the JSON document with --json), with one "
+                          "line per step on stderr when that is a terminal. When the probe "
+                          "daemon runs (it answers on probe.control_socket), the call is handed "
+                          "to it: placed on its line after any call in progress, and published "
+                          "like every result; the output and the exit code are the same. "
+                          "Without a daemon, a SIP or modem port held by another process is "
+                          "named (exit 3).",
                           epilog=EPILOG, formatter_class=raw)
     with_config(call)
     call.add_argument("target", help="target name from the configuration")
@@ -175,10 +184,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_call(args: argparse.Namespace) -> int:
+    """``probe call``: handed to the running daemon when one answers on the control socket
+    (it holds the SIP port and the modems), else placed by this process."""
+    from probe import control
     from probe.config import load_config
-    from probe.diagnose import ProbeFacts
-    from probe.runner import prepare_state_dir, run_call, start_modem_dialer, start_sip_dialer
-    from probe.verdicts import VerdictBook
 
     config = load_config(args.config)
     target = config.target(args.target)
@@ -187,7 +196,45 @@ def cmd_call(args: argparse.Namespace) -> int:
         raise ConfigError([(f"targets.{target.name}.channels",
                             f"target has no {channel!r} channel (has: "
                             f"{', '.join(target.channels)})")], config.source)
+    progress = _progress(args)
+    socket_path = config.probe.control_path
+    try:
+        answer = control.request(socket_path, "run", {"target": target.name, "channel": channel},
+                                 progress)
+    except PermissionError:  # the socket, or the state directory it is in, is not ours
+        print(f"probe: cannot reach the probe daemon's control socket {socket_path}: "
+              "permission denied; run probe call as the probe's user or a member of its group "
+              "(sudo -u hotline-probe probe call ...)", file=sys.stderr)
+        return EXIT_USAGE
+    if answer is None:
+        return _call_here(args, config, target, channel, progress)
+    doc = answer.get("document")
+    if not answer.get("ok") or not isinstance(doc, dict):
+        print(f"probe: the probe daemon could not place the call: "
+              f"{answer.get('reason') or 'no reason given'}", file=sys.stderr)
+        return EXIT_UNJUDGED
+    print(json.dumps(doc, indent=2) if args.json else summarize(doc))
+    return result_exit_code(doc)
+
+
+def _call_here(args: argparse.Namespace, config: Config, target: Target, channel: str,
+               progress: Progress | None) -> int:
+    """The call placed by this process: no daemon answered on the control socket."""
+    from probe.busy import serial_port_busy, sip_port_busy
+    from probe.diagnose import ProbeFacts
+    from probe.runner import prepare_state_dir, run_call, start_modem_dialer, start_sip_dialer
+    from probe.verdicts import VerdictBook
+
     audio_dir = prepare_state_dir(config)
+    # Before the SIP stack or the modem is started: the daemon holds the port (or another
+    # program does), and pjsip's "Address already in use" would not say who, nor what to do.
+    modem = config.modem(channel)
+    if channel == "sip":
+        busy = sip_port_busy(config.sip) if config.sip is not None else None
+    else:
+        busy = serial_port_busy(modem.port, f"modems.{channel}.port") if modem else None
+    if busy is not None:
+        return _port_busy(busy, config)
     try:
         dialer: Any = (start_sip_dialer(config) if channel == "sip"
                        else start_modem_dialer(config, channel))
@@ -202,7 +249,7 @@ def cmd_call(args: argparse.Namespace) -> int:
             doc = run_call(config, target, channel, dialer, audio_dir, facts=facts,
                            verdicts=VerdictBook(config.probe.state_dir / "verdicts.json",
                                                 config.probe.language),
-                           progress=_progress(args))
+                           progress=progress)
         finally:
             if dialer is not None:
                 dialer.close()
@@ -211,6 +258,15 @@ def cmd_call(args: argparse.Namespace) -> int:
         return EXIT_UNJUDGED
     print(json.dumps(doc, indent=2) if args.json else summarize(doc))
     return result_exit_code(doc)
+
+
+def _port_busy(busy: str, config: Config) -> int:
+    print(f"probe: could not place the call: {busy}, and no probe daemon answered on "
+          f"{config.probe.control_path} to take the call.\n"
+          "  If that is the probe daemon, stop it (sudo systemctl stop hotline-probe) and call "
+          "again, or run it with this configuration so that probe call hands the call to it; "
+          "otherwise stop that process.", file=sys.stderr)
+    return EXIT_UNJUDGED
 
 
 def _progress(args: argparse.Namespace) -> Progress | None:

@@ -34,6 +34,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from probe.mqtt import CMD_REPLY, JSON_CONTENT_TYPE, topic
+from probe.progress import Progress, Step
 
 if TYPE_CHECKING:
     from probe.daemon import Daemon
@@ -152,6 +154,15 @@ class Request:
     response_topic_note: str | None = None
     #: time.monotonic() after which the command has expired (its Message Expiry), or None.
     deadline: float | None = None
+    #: Where the replies go when the command did not come over MQTT (the daemon's control
+    #: socket, probe/control.py); None: published on cmd-reply.
+    sink: Callable[[dict[str, Any]], None] | None = None
+    #: ``run``: told each step of the call as it happens (the control socket streams them).
+    progress: Progress | None = None
+    #: ``run``: the final reply carries the whole result document as ``"document"`` (the
+    #: control socket's ``probe call`` prints it; over MQTT the result topic has it).
+    document: bool = False
+    origin: str = "mqtt"  # for the log: "mqtt" or "control socket"
 
     def expired(self, now: float | None = None) -> bool:
         return self.deadline is not None and (now or time.monotonic()) >= self.deadline
@@ -188,8 +199,12 @@ class CommandHandler:
 
     def receive(self, topic: str, payload: bytes, properties: Properties | None) -> None:
         """Publisher callback (MQTT thread): validate, then act or hand over; never raises."""
+        self.handle(self.request(topic.rsplit("/", 1)[-1], properties), payload)
+
+    def handle(self, request: Request, payload: bytes) -> None:
+        """One command, however it came (MQTT, the control socket): validate, rate-limit,
+        then act or hand over; every outcome is answered through ``reply``; never raises."""
         self.received += 1
-        request = self.request(topic.rsplit("/", 1)[-1], properties)
         name = request.name
         args, problem = parse(name, payload)  # bounded: size and nesting checked first
         # Malformed commands have a bucket of their own, with the same limits: a flood of them
@@ -205,7 +220,7 @@ class CommandHandler:
             self.reply(request, {"ok": False, "reason": problem})
             return
         assert args is not None
-        log.info("command %s %s", name, json.dumps(args))
+        log.info("command %s %s (%s)", name, json.dumps(args), request.origin)
         try:
             getattr(self, f"_{name}")(args, request)
         except Exception as exc:  # a command must never take the MQTT thread down
@@ -231,6 +246,9 @@ class CommandHandler:
         return topic(publisher.probe_id, REPLY_LEAF) if publisher is not None else ""
 
     def reply(self, request: Request, body: dict[str, Any]) -> None:
+        if request.sink is not None:
+            request.sink({"command": request.name, **body})
+            return
         publisher = self.daemon.publisher
         if publisher is None:
             return
@@ -259,8 +277,13 @@ class CommandHandler:
             self.reply(request, {"ok": False, "reason":
                                             f"target {target.name!r} has no {channel} channel"})
             return
-        job = Job(target, channel,
-                  reply=lambda body: self.reply(request, body))
+        worker = self.daemon.scheduler.workers.get(channel)
+        if request.progress is not None and worker is not None and not worker.idle():
+            request.progress(Step("queued", f"waiting for the {channel} line: a call is in "
+                                  "progress"))
+        job = Job(target, channel, reply=lambda body: self.reply(request, body),
+                  expired=request.expired, progress=request.progress,
+                  document=request.document)
         if not self.daemon.scheduler.run_now(job):
             self.reply(request, {"ok": False, "reason": f"no {channel} line"})
             return

@@ -79,6 +79,12 @@ class ProbeIdentity:
     # fleet of probes does not call the hotline in lock step.  0 = exactly on the grid.
     max_jitter_s: float = 60.0
     language: str = "en"  # diagnosis summaries and remedies: "en" or "ru" (gettext catalogs)
+    # The daemon's local control socket (probe/control.py): None = <state_dir>/control.sock
+    control_socket: Path | None = None
+
+    @property
+    def control_path(self) -> Path:
+        return self.control_socket or self.state_dir / "control.sock"
 
 
 @dataclass(frozen=True)
@@ -376,7 +382,7 @@ DTMF_RE = re.compile(r"[0-9*#A-D]{1,32}")
 
 
 def _probe(t: _Table, ctx: _Context) -> ProbeIdentity | None:
-    t.allow("id", "site", "state_dir", "max_jitter_s", "language")
+    t.allow("id", "site", "state_dir", "max_jitter_s", "language", "control_socket")
     probe_id = t.get(
         "id",
         _matching(
@@ -391,10 +397,28 @@ def _probe(t: _Table, ctx: _Context) -> ProbeIdentity | None:
     state_dir = t.get("state_dir", _path(ctx.base_dir), DEFAULT_STATE_DIR)
     max_jitter_s = t.get("max_jitter_s", _number(0, 3600, "seconds"), 60.0)
     language = t.get("language", _choice(LANGUAGES), "en")
+    control_socket = t.get("control_socket", _socket_path(ctx.base_dir), None)
     if not t.valid:
         return None
     return ProbeIdentity(id=probe_id, site=site, state_dir=state_dir, max_jitter_s=max_jitter_s,
-                         language=language)
+                         language=language, control_socket=control_socket)
+
+
+#: sun_path holds 108 bytes, the terminating NUL included.
+MAX_SOCKET_PATH = 107
+
+
+def _socket_path(base_dir: Path) -> Check:
+    path = _path(base_dir)
+
+    def check(value: Any) -> Path:
+        socket_path = path(value)
+        if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
+            raise _Bad(f"a Unix socket path holds at most {MAX_SOCKET_PATH} bytes, got "
+                       f"{len(os.fsencode(socket_path))}: {str(socket_path)!r}")
+        return socket_path
+
+    return check
 
 
 def _mqtt(t: _Table, ctx: _Context) -> MqttConfig:

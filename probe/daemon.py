@@ -7,6 +7,8 @@ main thread        signals (SIGTERM/SIGINT stop, SIGHUP reload), systemd notify 
 ``worker[sip]``    owns the pjsua2 endpoint; one call at a time (likewise one per modem)
 ``probe.forwarder``  durable outbox (SQLite) → publisher, in order, rate-limited
 ``probe.mqtt[..]``   owns the paho client (results, status, health, commands)
+``control``        the local control socket (probe/control.py): ``probe call`` hands its call
+                   to the channel worker, which streams the steps and the result back
 =================  ==========================================================================
 
 Every result is committed to the outbox before anything tries to publish it; the recording of a
@@ -36,6 +38,7 @@ from probe import __version__
 from probe.clock import clock_synced, rfc3339
 from probe.commands import CommandHandler
 from probe.config import Config, Target, load_config
+from probe.control import ControlServer, ControlSocketTaken, answers, reachable
 from probe.diagnose import ProbeFacts, Thresholds
 from probe.errors import ConfigError, DialerError, ProbeError
 from probe.exitcodes import EXIT_UNJUDGED, combined_exit_code, result_exit_code
@@ -45,6 +48,7 @@ from probe.indicator import Status, open_indicator, overall_status
 from probe.line import LineInUseError, LineMonitor
 from probe.mqtt import HEALTH, Publisher
 from probe.outbox import Outbox
+from probe.progress import Progress
 from probe.recording import submit_recording
 from probe.runner import next_boot_count, prepare_state_dir, prune_audio, run_call
 from probe.schedule import Slot, due_slots, plan, reschedule
@@ -77,6 +81,8 @@ class Job:
     reply: Callable[[dict[str, Any]], None] | None = None  # for "run now" commands
     #: For "run now" commands: True once the command's Message Expiry has passed (not started).
     expired: Callable[[], bool] | None = None
+    progress: Progress | None = None  # told each step of the call (the control socket)
+    document: bool = False  # the final reply carries the whole result (the control socket)
 
 
 @dataclass
@@ -236,7 +242,8 @@ class ChannelWorker:
         except Exception as exc:
             self._probe_fault(job, exc, result_id=doc["id"])
         if job.reply:
-            job.reply({"ok": True, "result": summary})
+            job.reply({"ok": True, "result": summary, **({"document": doc} if job.document
+                                                          else {})})
 
     def _probe_fault(self, job: Job, exc: Exception, result_id: str | None = None) -> None:
         """A call that failed inside the probe: recorded as a probe fault (health, LED), logged
@@ -334,6 +341,7 @@ class Daemon:
         self.started_mono = time.monotonic()
         self.started_at = rfc3339()
         self.config: Config | None = None
+        self.control: ControlServer | None = None
         self.once_codes: list[int] = []  # --once: the exit code of each result (exitcodes.py)
 
     # -- signals (main thread) ----------------------------------------------------------------
@@ -350,6 +358,7 @@ class Daemon:
     def run(self) -> int:
         config = self.config = load_config(self.config_path)
         refuse_public_secrets(config)
+        refuse_second_daemon(config)
         audio_dir = prepare_state_dir(config)
         state_dir = config.probe.state_dir
         self.boot = next_boot_count(state_dir)
@@ -375,6 +384,7 @@ class Daemon:
         self.workers = self._workers(config, audio_dir)
         self.scheduler = Scheduler(config.targets, self.workers, once=self.once, rng=self.rng,
                                    max_jitter_s=config.probe.max_jitter_s).start()
+        self.control = self._control(config)
         log.info("probe %s running (boot %d, %d targets, outbox %d waiting)", config.probe.id,
                  self.boot, len(config.targets), self.outbox.depth().count)
         self.publish_status()
@@ -428,6 +438,8 @@ class Daemon:
             worker.stop()
         for worker in self.workers.values():
             worker.join(30)
+        if self.control is not None:  # after the workers: a call cut short still answers
+            self.control.stop()
         if self.publisher is not None:
             self.publish_health()
             # Results of the last calls are in the outbox already; give them a moment to go.
@@ -459,6 +471,21 @@ class Daemon:
             subscriptions=("cmd/+",), on_message=self.commands.receive,
             on_connect=self.discovery.publish if self.discovery is not None else None)
 
+    def _control(self, config: Config) -> ControlServer | None:
+        """The control socket, with a command handler of its own (its own rate limits: a
+        local operator never uses up the commands of ops).  Without it the daemon still runs:
+        ``probe call`` then cannot hand its calls over, and says so."""
+        path = config.probe.control_path
+        if not reachable(path):
+            log.warning("no control socket: %s is longer than a Unix socket path may be; set "
+                        "probe.control_socket", path)
+            return None
+        try:
+            return ControlServer(path, CommandHandler(self)).start()
+        except (OSError, ControlSocketTaken) as exc:
+            log.error("no control socket at %s: %s", path, exc)
+            return None
+
     def _workers(self, config: Config, audio_dir: Path) -> dict[str, ChannelWorker]:
         from probe.runner import start_modem_dialer, start_sip_dialer
 
@@ -473,7 +500,8 @@ class Daemon:
                     line = None if monitor is None else lambda: {
                         **monitor.snapshot(), **({"seizure": seizure.facts()} if seizure else {})}
                     doc = run_call(config, job.target, job.channel, dialer, audio_dir,
-                                   verdicts=self.verdicts, facts=self.facts(), line=line)
+                                   verdicts=self.verdicts, facts=self.facts(), line=line,
+                                   progress=job.progress)
             finally:
                 self.refresh_indicator()
             prune_audio(audio_dir)
@@ -671,6 +699,16 @@ def refuse_public_secrets(config: Config) -> None:
             files[key] = path
     if problems := private_file_problems(files):
         raise ConfigError(problems, config.source)
+
+
+def refuse_second_daemon(config: Config) -> None:
+    """ConfigError (exit 2) when a daemon already answers on this configuration's control
+    socket: two would share the state directory (outbox, verdicts) and the lines."""
+    path = config.probe.control_path
+    if answers(path):
+        raise ConfigError([("probe.control_socket", f"a probe daemon is running already: it "
+                            f"answers on {path}; stop it first (sudo systemctl stop "
+                            "hotline-probe)")], config.source)
 
 
 def _log_thread_death(args: threading.ExceptHookArgs) -> None:
