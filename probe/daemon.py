@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import queue
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from probe import __version__
+from probe.board import open_board
 from probe.clock import clock_synced, rfc3339
 from probe.commands import CommandHandler
 from probe.config import Config, Target, load_config
@@ -44,8 +46,8 @@ from probe.errors import ConfigError, DialerError, ProbeError
 from probe.exitcodes import EXIT_UNJUDGED, combined_exit_code, result_exit_code
 from probe.forwarder import Forwarder
 from probe.homeassistant import Discovery
-from probe.indicator import Status, open_indicator, overall_status
-from probe.line import LineInUseError, LineMonitor
+from probe.indicator import Status, indicator_status
+from probe.line import LineInUseError
 from probe.mqtt import HEALTH, Publisher
 from probe.outbox import Outbox
 from probe.progress import Progress
@@ -184,7 +186,7 @@ class ChannelWorker:
     def _start_dialer(self) -> None:
         try:
             self.dialer = self.make_dialer()
-        except (DialerError, ProbeError, OSError) as exc:
+        except Exception as exc:  # also the power key's pins (no pin library, a pin taken)
             self.state.state, self.state.error = "error", str(exc)
             log.error("%s dialer cannot start: %s (retrying in %.0f s)", self.channel, exc,
                       DIALER_RETRY_S)
@@ -374,14 +376,19 @@ class Daemon:
         self.publisher = self._publisher(config)
         if self.publisher is not None:
             self.forwarder.start(self.publisher)
-        self.indicator = open_indicator(config.indicator)
+        # A board that does not open is a fault to report, never the daemon's death: the
+        # LED's statuses then go to the log, results carry no line (probe/board.py).
+        self.board = open_board(config.indicator, config.line,
+                                on_line_change=lambda *_: self._line_changed())
+        self.indicator, self.line = self.board.indicator, self.board.line
         self.indicator.show(Status.BOOTING)
         self.indicator.start()
-        self.line = LineMonitor.open(config.line, on_change=lambda *_: self.refresh_indicator(),
-                                     clock=time.monotonic) if config.line else None
-        if self.line is not None:
-            self.line.start()
         self.workers = self._workers(config, audio_dir)
+        if self.line is not None:  # after the workers: its changes refresh what they report
+            self.line.start()
+            # A few seconds at most, so the first calls see the line (or its board's fault)
+            # as it is, not "unknown".
+            self.line.wait_settled()
         self.scheduler = Scheduler(config.targets, self.workers, once=self.once, rng=self.rng,
                                    max_jitter_s=config.probe.max_jitter_s).start()
         self.control = self._control(config)
@@ -497,8 +504,7 @@ class Daemon:
             self.indicator.show(Status.TESTING)
             try:
                 with monitor.seize() if analog else contextlib.nullcontext() as seizure:
-                    line = None if monitor is None else lambda: {
-                        **monitor.snapshot(), **({"seizure": seizure.facts()} if seizure else {})}
+                    line = functools.partial(self.board.result_line, seizure)
                     doc = run_call(config, job.target, job.channel, dialer, audio_dir,
                                    verdicts=self.verdicts, facts=self.facts(), line=line,
                                    progress=job.progress)
@@ -600,7 +606,7 @@ class Daemon:
         line = self.line.snapshot() if self.line is not None else None
         return ProbeFacts(line=line, sip_registration=registration, modems=modems,
                           broker_reachable=None if self.publisher is None
-                          else self.publisher.connected)
+                          else self.publisher.connected, board_fault=self.board.line_fault())
 
     def probe_health_summary(self) -> dict[str, Any]:
         """The probe's own health, kept apart from the hotline's verdicts."""
@@ -612,7 +618,11 @@ class Daemon:
         faults += [f"{c}.{w.state.state}" for c, w in self.workers.items()
                    if w.state.state == "error"]
         faults += [f"storage.{name}" for name, error in self.storage_faults().items() if error]
-        return {"ok": not faults, "faults": faults}
+        reasons = {}  # a board fault's code does not say which part, nor why
+        if (board := self.board.reason()) is not None:  # the indicator's too, not the line's only
+            faults += [] if "probe.board_fault" in faults else ["probe.board_fault"]
+            reasons["probe.board_fault"] = board
+        return {"ok": not faults, "faults": faults, "reasons": reasons}
 
     def storage_faults(self) -> dict[str, str | None]:
         """What could not be written to the state directory (None: fine)."""
@@ -629,17 +639,20 @@ class Daemon:
                 or any(self.storage_faults().values()))
 
     def refresh_indicator(self) -> None:
-        """LED and buzzer follow the worst verdict and the probe's own faults."""
-        verdicts = [v["verdict"] for v in self.verdicts.status().values()]
-        order = ("down", "degraded", "ok")
-        worst = next((Status(v) for v in order if v in verdicts), None)
-        line_fault = bool(self.line is not None and self.line.snapshot().get("fault"))
+        """LED and buzzer follow the verdicts and the probe's own faults (the rule is
+        probe/indicator.py's, which make demo's board uses too)."""
         modem_fault = any(w.state.state == "error" for c, w in self.workers.items()
                           if c != "sip")
         broker_ok = None if self.publisher is None else self.publisher.connected
-        self.indicator.show(overall_status(worst, line_fault=line_fault,
-                                           modem_fault=modem_fault, broker_ok=broker_ok,
-                                           probe_fault=self.probe_fault()))
+        self.indicator.show(indicator_status(
+            self.verdicts.status().values(), line_fault=self.board.line_faulty(),
+            modem_fault=modem_fault, broker_ok=broker_ok, probe_fault=self.probe_fault()))
+
+    def _line_changed(self) -> None:
+        """The line (or the board reading it) changed state: the LED and the retained status
+        say so now, not after the next call."""
+        self.refresh_indicator()
+        self.publish_status()
 
     def publish_status(self) -> None:
         """The retained status: the verdict per target and the probe's own health, apart."""

@@ -307,6 +307,7 @@ class ProbeFacts:
     broker_reachable: bool | None = None
     sip_registration: dict[str, Any] | None = None  # {"code", "reason"} when a registrar is set
     modems: dict[str, dict[str, Any]] = field(default_factory=dict)  # channel -> health
+    board_fault: str | None = None  # why the board's line cannot be read (probe/board.py)
 
 
 @dataclass
@@ -492,7 +493,9 @@ def probe_findings(facts: ProbeFacts, channels: Iterable[str], th: Thresholds
     found: list[Finding] = []
     line = facts.line or {}
     state = line.get("state")
-    if "analog" in channels or line:
+    if facts.board_fault is not None:  # the line cannot be read: its readings mean nothing
+        found.append(Finding("probe.board_fault", "analog", {"reason": facts.board_fault}))
+    elif "analog" in channels or line:
         if state == "no_voltage":
             found.append(Finding("line.no_voltage", "analog", {"dc_volts": line.get("dc_volts")}))
         elif state == "low_voltage":

@@ -68,7 +68,7 @@ def test_run_once_publishes_result_and_status(tmp_path: Path, broker: LocalBroke
     # The retained status carries the verdict per target and the probe's own health, apart.
     last_online = online[-1]
     assert last_online["targets"]["support"]["verdict"] == "ok"
-    assert last_online["probe"] == {"ok": True, "faults": []}
+    assert last_online["probe"] == {"ok": True, "faults": [], "reasons": {}}
     # ... and exactly what the README shows it to hold
     assert status_keys(last_online) == readme_status_keys()
 
@@ -206,3 +206,103 @@ def test_run_once_with_the_broker_away_keeps_the_result_and_stops(tmp_path: Path
     with sqlite3.connect(tmp_path / "state" / "outbox.sqlite3") as db:
         (waiting,) = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
     assert waiting == 1  # delivered by the next run that reaches the broker
+
+
+# --------------------------------------------------------------------------- the board at fault
+
+
+def _board_config(tmp_path: Path, broker: LocalBroker, uri: str) -> Path:
+    """A probe with the whole board configured ([indicator] and [line]) and one SIP target;
+    the line's faults settle quickly, so the first result already sees them."""
+    return probe_config.write_config(
+        tmp_path, probe_id="p-17", site="Test branch",
+        mqtt=probe_config.broker_section(broker, keepalive_s=5),
+        indicator={"led": "rgb"}, line={"fault_settle_s": 0.2, "settle_s": 0.2},
+        targets=[probe_config.sip_target("support", uri, hold_s=1)])
+
+
+def _run_once_on_the_board(tmp_path: Path, broker: LocalBroker, **env: str
+                           ) -> tuple[str, dict, dict, dict]:
+    """``probe run --once`` with the board configured: (its log, the result, the last online
+    status, the last health record)."""
+    import os
+
+    clean = {k: v for k, v in os.environ.items() if k != "GPIOZERO_PIN_FACTORY"}
+    with SippHotline(HotlineBehaviour(pdd_ms=100, ring_ms=100)) as hotline, \
+            Subscriber(broker.host, broker.port, "hotline-probe/v1/#") as sub:
+        proc = subprocess.run(
+            [sys.executable, "-m", "probe", "run", "-c",
+             str(_board_config(tmp_path, broker, hotline.uri)), "--once"],
+            capture_output=True, text=True, timeout=60, env={**clean, **env})
+        assert proc.returncode == 0, proc.stderr  # not a crash loop under systemd
+        sub.wait_for(lambda msgs: any(m.topic.endswith("/result") for m in msgs), timeout=5)
+    result = next(m.json() for m in sub.messages if m.topic.endswith("/result"))
+    online = [s for s in statuses(sub) if s["state"] == "online"]
+    health = [m.json() for m in sub.messages if m.topic.endswith("/health")]
+    return proc.stdout + proc.stderr, result, online[-1], health[-1]
+
+
+def _board_fault(result: dict) -> dict:
+    return next(c for c in result["diagnosis"]["causes"] if c["code"] == "probe.board_fault")
+
+
+@pytest.mark.slow
+def test_without_a_pin_library_the_probe_calls_on_and_names_the_board_fault(
+        tmp_path: Path, broker: LocalBroker) -> None:
+    # This machine has no Pi GPIO and no pin library: gpiozero itself refuses every pin.
+    log, result, status, health = _run_once_on_the_board(tmp_path, broker)
+    validate_result(result)
+    assert result["outcome"] == "answered"  # the call was made all the same
+    assert result["line"] is None
+    assert _board_fault(result)["evidence"]["reason"].startswith("no pin library")
+    assert "lgpio" in _board_fault(result)["evidence"]["reason"]
+    assert result["diagnosis"]["verdict"] == "ok"  # a probe fault is never the hotline's
+    for probe_health in (status["probe"], health["status"]):
+        assert "probe.board_fault" in probe_health["faults"]
+        reason = probe_health["reasons"]["probe.board_fault"]
+        assert "indicator: no pin library" in reason and "line: no pin library" in reason
+    assert health["line"] is None
+    # The LED's statuses went to the log instead: the line's board is at fault.
+    assert "indicator: status fault_line: probe fault: the local phone line" in log
+    assert "BadPinFactory" not in log and "PinFactoryFallback" not in log  # reasons, not noise
+
+
+@pytest.mark.slow
+def test_an_absent_line_board_is_a_board_fault_not_a_line_reading(
+        tmp_path: Path, broker: LocalBroker) -> None:
+    # gpiozero's mock pins: the pins open, but no MCP3008 answers on the SPI bus (every
+    # channel reads 0), so the reference channel is wrong from the first window.
+    log, result, status, health = _run_once_on_the_board(tmp_path, broker,
+                                                         GPIOZERO_PIN_FACTORY="mock")
+    assert result["outcome"] == "answered"
+    assert result["line"] is None  # -247 V "reversed" would be a lie
+    reason = _board_fault(result)["evidence"]["reason"]
+    assert reason.startswith("the reference channel reads 0 instead of 512")
+    assert status["probe"]["reasons"]["probe.board_fault"] == f"line: {reason}"
+    assert health["line"]["state"] == "interface_fault"  # health keeps what was read
+    assert "indicator" not in status["probe"]["reasons"]["probe.board_fault"]  # it opened
+    assert "board: pin factory MockFactory, MCP3008 on software SPI" in log
+
+
+def test_a_modem_whose_power_pin_is_taken_is_retried_not_the_worker_s_end() -> None:
+    from gpiozero import DigitalOutputDevice
+    from gpiozero.pins.mock import MockFactory
+
+    from probe.config import ModemConfig
+    from probe.daemon import ChannelWorker
+    from probe.dial.modem import ModemDialer
+
+    factory = MockFactory()
+    squatter = DigitalOutputDevice(5, pin_factory=factory)  # the power key's GPIO, held
+    config = ModemConfig(kind="gsm", port="loop://", power_pin=5)
+    worker = ChannelWorker("gsm", lambda: ModemDialer(config, pin_factory=factory),
+                           place_call=lambda job, dialer: {}, on_result=lambda job, doc: None)
+    worker.start()
+    try:
+        _wait(lambda: worker.state.state == "error", 5)
+        assert "GPIO5 is already in use" in (worker.state.error or "")
+        assert worker.thread.is_alive()  # a modem fault in health, not a dead thread
+    finally:
+        worker.stop()
+        worker.join(5)
+        squatter.close()

@@ -244,6 +244,19 @@ def test_weak_signal_and_low_line_voltage_are_the_probes_not_the_hotlines() -> N
                             "line.low_voltage")
 
 
+def test_a_board_that_cannot_read_the_line_is_the_probes_with_its_reason() -> None:
+    # What the line read before the board failed says nothing now: only the board's fault.
+    facts = ProbeFacts(line={"state": "no_voltage"}, board_fault="no pin library: ...")
+    result = diagnose([doc("sip", "answered"), doc("analog", "answered")], facts, LIMITS)
+    assert result.verdict == Verdict.OK and codes(result) == ["probe.board_fault"]
+    [cause] = result.causes
+    assert cause["evidence"] == {"reason": "no pin library: ..."}
+    assert cause["scope"] == "probe" and not result.probe_ok
+    # The analog path alone: its call cannot be judged through a board that does not read.
+    alone = diagnose([doc("analog", "answered")], facts, LIMITS)
+    assert alone.verdict == Verdict.UNKNOWN
+
+
 def test_slow_setup_and_slow_answer_degrade() -> None:
     slow = doc("sip", "answered", timings_ms={"post_dial_delay": 4200, "ring_duration": 1500})
     result = diagnose([slow], ProbeFacts(), LIMITS)
