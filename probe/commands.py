@@ -15,6 +15,10 @@ match it::
 Malformed, unknown or over-rate commands are answered with ``"ok": false`` and a reason, logged,
 and never raise into the MQTT thread.
 
+The daemon's local control socket (probe/control.py, ``probe call`` while the daemon runs) is
+served by this same handler (:meth:`CommandHandler.handle`, an instance of its own): the same
+checks and answers, sent back on the socket instead of ``cmd-reply``.
+
 MQTT 5 properties of a command, as the ecosystem expects them:
 
 * **Response Topic**: honoured when it is the probe's own ``cmd-reply`` topic.  The shipped ACL
