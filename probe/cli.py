@@ -12,7 +12,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -21,6 +23,7 @@ from probe import __version__
 from probe.errors import ConfigError, DialerError
 from probe.exitcodes import (
     EPILOG,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_SOFTWARE,
     EXIT_UNJUDGED,
@@ -63,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, reason in exc.problems:
             print(f"{exc.source or 'config'}: {key}: {reason}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # Ctrl-C: the unwinding hung up any call; say so in one line
+        print("probe: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as exc:  # a bug: one line, its own exit code, the traceback with -v
         return crashed(exc, verbose=args.verbose)
 
@@ -201,6 +207,10 @@ def cmd_call(args: argparse.Namespace) -> int:
     try:
         answer = control.request(socket_path, "run", {"target": target.name, "channel": channel},
                                  progress)
+    except KeyboardInterrupt:  # the daemon owns the call: it goes on and is published
+        print("probe: interrupted; the call goes on in the probe daemon, which publishes its "
+              "result", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except PermissionError:  # the socket, or the state directory it is in, is not ours
         print(f"probe: cannot reach the probe daemon's control socket {socket_path}: "
               "permission denied; run probe call as the probe's user or a member of its group "
@@ -242,6 +252,7 @@ def _call_here(args: argparse.Namespace, config: Config, target: Target, channel
             raise ConfigError([(channel if channel == "sip" else f"modems.{channel}",
                                 f"target {target.name!r} calls over {channel}, but no "
                                 f"{channel} section is configured")], config.source)
+        interrupted = _hang_up_on_ctrl_c(dialer)
         try:
             registration = getattr(dialer, "registration_facts", None)
             facts = ProbeFacts(sip_registration=registration() if callable(registration)
@@ -251,13 +262,32 @@ def _call_here(args: argparse.Namespace, config: Config, target: Target, channel
                                                 config.probe.language),
                            progress=progress)
         finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             if dialer is not None:
                 dialer.close()
     except DialerError as exc:  # the SIP stack or the modem would not serve: a probe fault
         print(f"probe: could not place the call: {exc}", file=sys.stderr)
         return EXIT_UNJUDGED
     print(json.dumps(doc, indent=2) if args.json else summarize(doc))
+    if interrupted.is_set():
+        print("probe: interrupted: the call was hung up", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return result_exit_code(doc)
+
+
+def _hang_up_on_ctrl_c(dialer: Any) -> threading.Event:
+    """The first Ctrl-C hangs the call up cleanly (it is still measured and shown, outcome
+    ``aborted``); a second one stops at once.  A KeyboardInterrupt raised into the SIP stack's
+    callbacks instead would be swallowed there and leave pjsip half torn down."""
+    interrupted = threading.Event()
+
+    def hang_up(signum: int, frame: Any) -> None:
+        interrupted.set()
+        dialer.abort()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, hang_up)
+    return interrupted
 
 
 def _port_busy(busy: str, config: Config) -> int:

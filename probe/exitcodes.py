@@ -9,6 +9,8 @@ so that automation can tell a failing hotline from a probe that could not judge 
        would not start, the call could not be placed)
  70    the probe crashed (EX_SOFTWARE): an unexpected exception, one line on stderr; ``-v`` shows
        the traceback
+130    interrupted (Ctrl-C, SIGINT: 128 + 2 as the shell reports it); a call in progress is
+       hung up, one line on stderr, no traceback
 =====  =====================================================================================
 """
 
@@ -22,13 +24,15 @@ EXIT_HOTLINE_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNJUDGED = 3
 EXIT_SOFTWARE = 70  # sysexits.h EX_SOFTWARE
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell shows for a command stopped by Ctrl-C
 
 EPILOG = """exit codes:
   0   the hotline met the target's expectations
   1   the hotline failed (reached, and did not meet them)
   2   usage or configuration error
   3   the probe could not judge (verdict unknown, or a probe-side fault)
-  70  the probe crashed (one line on stderr; probe -v ... shows the traceback)"""
+  70  the probe crashed (one line on stderr; probe -v ... shows the traceback)
+  130 interrupted (Ctrl-C)"""
 
 ANALYZE_EPILOG = """exit codes:
   0   the recording was analysed
@@ -39,7 +43,8 @@ ANALYZE_EPILOG = """exit codes:
 USAGE_EPILOG = """exit codes:
   0   done
   2   usage or configuration error
-  70  the probe crashed (one line on stderr; probe -v ... shows the traceback)"""
+  70  the probe crashed (one line on stderr; probe -v ... shows the traceback)
+  130 interrupted (Ctrl-C)"""
 
 
 def result_exit_code(doc: dict[str, Any]) -> int:

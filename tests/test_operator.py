@@ -9,6 +9,7 @@ import json
 import os
 import re
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from probe.commands import CommandHandler, Request
 from probe.demo import results_table
 from probe.exitcodes import (
     EXIT_HOTLINE_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_SOFTWARE,
     EXIT_UNJUDGED,
@@ -513,3 +515,28 @@ def test_a_call_on_a_missing_modem_port_names_the_port_and_the_remedy(tmp_path: 
                                "stable name under /dev/serial/by-id, and the path in "
                                "modems.gsm.port.")
     assert "firmware and power" not in proc.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_call_hangs_up_and_exits_130_without_a_traceback(
+        tmp_path: Path) -> None:
+    with SippHotline(HotlineBehaviour(pdd_ms=50, ring_ms=20_000), calls=1) as hotline:
+        config = probe_config.write_config(
+            tmp_path, probe={"max_jitter_s": 0},
+            targets=[probe_config.sip_target("support", hotline.uri, interval_s=3600,
+                                             hold_s=0.5, max_ring_s=30)])
+        proc = subprocess.Popen([sys.executable, "-m", "probe", "call", "support", "-c",
+                                 str(config), "--progress"], cwd=ROOT, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stderr is not None
+        seen = ""
+        deadline = time.monotonic() + 60
+        while "ringing" not in seen and time.monotonic() < deadline:
+            seen += proc.stderr.readline()
+        assert "ringing" in seen, seen
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == EXIT_INTERRUPTED, seen + err
+    assert "probe: interrupted: the call was hung up" in err
+    assert "Traceback" not in seen + err
+    assert "aborted" in out, out  # still measured and shown
