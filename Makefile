@@ -13,6 +13,9 @@ APT_PACKAGES := python3-venv mosquitto mosquitto-clients sip-tester espeak-ng so
 # Node.js and npm run the official AsyncAPI parser in the tests (tests/asyncapi).  Installed
 # only when npm is missing: a NodeSource nodejs ships its own npm and conflicts with Debian's.
 NODE_PACKAGES := nodejs npm
+# The soak run alone: libfaketime steps the daemon's wall clock, and the C compiler builds the
+# preload that makes Debian 12's libfaketime fit for Python 3.11 (tests/soak_sleep_fix.c).
+SOAK_PACKAGES := faketime gcc libc6-dev
 
 .PHONY: demo test bench soak lint setup clean ansible-test
 
@@ -30,9 +33,12 @@ test: setup
 bench: setup
 	$(PY) -m tests.benchmarks
 
-# An hour of fast calls with broker kill -9, SIGHUPs (some pathological) and a disk that fills
-# and empties; prints the figures (tests/soak.py).  Not in CI; needs root (a tmpfs).
+# An hour of fast calls over SIP and a GSM modem (the emulator on a pty) with broker kill -9,
+# SIGHUPs (some pathological), a disk that fills and empties, modem unplugs and steps of the
+# daemon's wall clock; prints the figures, exits 1 on a lost result, a dead worker, growing
+# RSS, a dishonest timestamp or a stalled line (tests/soak.py).  Not in CI; needs root (a tmpfs).
 soak: setup
+	@scripts/ensure-apt-packages $(SOAK_PACKAGES)
 	$(PY) tests/soak.py --minutes $(or $(MINUTES),60)
 
 # The fleet deployment alone (part of `make test` too): lint, syntax, roles applied to a
