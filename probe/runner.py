@@ -45,11 +45,25 @@ def prepare_state_dir(config: Config) -> Path:
 
 
 def prune_audio(audio_dir: Path, keep: int = AUDIO_KEEP) -> int:
-    """Delete all but the ``keep`` newest WAVs; returns how many were deleted."""
-    wavs = sorted(audio_dir.glob("*.wav"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in wavs[keep:]:
-        old.unlink(missing_ok=True)
-    return max(0, len(wavs) - keep)
+    """Delete all but the ``keep`` newest WAVs; returns how many this call deleted.
+
+    Every channel worker prunes after its call, so two may prune at once: a WAV the other one
+    deleted first is passed over, never an error (the call that prunes has its result made)."""
+    dated = []
+    for wav in audio_dir.glob("*.wav"):
+        try:
+            dated.append((wav.stat().st_mtime, wav))
+        except FileNotFoundError:
+            continue
+    dated.sort(key=lambda pair: pair[0], reverse=True)
+    deleted = 0
+    for _, old in dated[keep:]:
+        try:
+            old.unlink()
+            deleted += 1
+        except FileNotFoundError:
+            continue
+    return deleted
 
 
 def start_sip_dialer(config: Config) -> SipDialer | None:

@@ -314,6 +314,27 @@ def test_a_worker_survives_any_exception_in_one_call(tmp_path: Path) -> None:
         worker.join(5)
 
 
+
+def test_two_lines_pruning_the_recordings_at_once_lose_no_call(tmp_path: Path) -> None:
+    """Each channel worker prunes the shared audio directory after its call, so the SIP and the
+    GSM worker may prune at the same moment: a WAV the other deleted between this one's listing
+    and its stat() raised FileNotFoundError, and the call that had just made its result lost
+    it as a probe fault (seen in the soak run once 500 recordings had piled up)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from probe.runner import prune_audio
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    with ThreadPoolExecutor(2) as pool:
+        for round_ in range(10):
+            for i in range(200):
+                (audio / f"{round_}-{i}.wav").write_bytes(b"")
+            for future in [pool.submit(prune_audio, audio, 20) for _ in range(2)]:
+                future.result()
+            assert len(list(audio.glob("*.wav"))) == 20
+
+
 # -- hostile input ------------------------------------------------------------------------------
 
 def test_deeply_nested_commands_are_answered_and_rate_limited(broker) -> None:
