@@ -73,6 +73,17 @@ def test_the_sets_agree_where_they_overlap(environment: dict[str, str]) -> None:
     assert probe.items() <= ops.items() <= dev.items()
 
 
+@pytest.mark.parametrize("lock", SETS)
+def test_a_pi_gets_gpiozero_s_pin_libraries(lock: str) -> None:
+    """lgpio (the only pin library for the Pi 5, gpiozero's first choice on all) and spidev
+    (the MCP3008 on the kernel's hardware SPI): a probe without them cannot read its board."""
+    pc, pi = (pins(lock, e) for e in ENVIRONMENTS)  # x86_64, aarch64
+    assert {"lgpio", "spidev"} <= pi.keys()
+    assert not {"lgpio", "spidev"} & pc.keys()  # nothing to drive on x86_64
+    armv7l = {**ENVIRONMENTS[1], "platform_machine": "armv7l"}  # a 32-bit Raspberry Pi OS
+    assert {"lgpio", "spidev"} <= pins(lock, armv7l).keys()
+
+
 def test_the_locks_name_no_index_or_host() -> None:
     for lock in SETS:
         text = (LOCKS / lock).read_text()
