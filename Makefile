@@ -7,8 +7,9 @@ PYTHON ?= python3
 VENV := .venv
 DEMO_VENV := .venv-demo
 PY := $(VENV)/bin/python
+# systemd: systemd-analyze (and libseccomp) for the unit's tests (tests/test_systemd_unit.py).
 APT_PACKAGES := python3-venv mosquitto mosquitto-clients sip-tester espeak-ng sox \
-                device-tree-compiler debootstrap zstd alsa-utils \
+                device-tree-compiler debootstrap zstd alsa-utils systemd \
                 postgresql prometheus-alertmanager chromium chromium-driver
 # Node.js and npm run the official AsyncAPI parser in the tests (tests/asyncapi).  Installed
 # only when npm is missing: a NodeSource nodejs ships its own npm and conflicts with Debian's.
