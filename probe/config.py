@@ -906,13 +906,15 @@ def _homeassistant(t: _Table, probe: ProbeIdentity | None,
 
 
 def _zone(value: Any) -> str:
-    from probe.audio.plans import countries
+    from probe.audio.plans import UnknownZone, resolve_zone
 
-    known = countries()
-    if not isinstance(value, str) or value.upper() not in known:
-        raise _Bad(f"must be the ISO 3166 code of a country with a tone plan ({', '.join(known)})"
-                   f", got {_show(value)}")
-    return value.upper()
+    if not isinstance(value, str):
+        raise _Bad(f"must be a string naming a tone plan (an ISO 3166 code such as \"DE\"), got "
+                   f"{_show(value)}")
+    try:
+        return resolve_zone(value)
+    except UnknownZone as exc:
+        raise _Bad(str(exc)) from None
 
 
 def _prompt_names(value: Any) -> tuple[str, ...]:

@@ -58,6 +58,14 @@ def test_analyze_usage_errors(tmp_path: Path) -> None:
     assert probe("analyze", str(tmp_path / "bad.wav")).returncode == 2
     proc = probe("analyze", str(GREETING_WAV), "--zone", "XX")
     assert proc.returncode == 2 and "no tone plan" in proc.stderr
+    assert proc.stderr.startswith("probe: --zone:") and "DE, DK" in proc.stderr  # the choices
+
+
+def test_analyze_zone_aliases() -> None:
+    proc = probe("analyze", str(GREETING_WAV), "--zone", "uk", "--json", "--quality", "off",
+                 "--no-vad-model")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["zone"] == "GB"
 
 
 def test_prompts_add_then_analyze(tmp_path: Path) -> None:

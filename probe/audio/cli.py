@@ -33,8 +33,8 @@ def add_parsers(sub: Any, default_config: str) -> None:
                         "known prompts and quality scores.", epilog=ANALYZE_EPILOG,
                         formatter_class=raw)
     an.add_argument("wav", help="the recording (any WAV: PCM, float, µ-law, A-law; any rate)")
-    an.add_argument("--zone", help="tone plan: ISO 3166 country code (default: none, name only "
-                    "unambiguous patterns)")
+    an.add_argument("--zone", help="tone plan: ISO 3166 country code in any case, or a name or "
+                    "alias such as UK (default: none, name only unambiguous patterns)")
     an.add_argument("--prompts", type=Path, help="directory of reference prompts <name>.wav")
     an.add_argument("--answer-at", type=float, metavar="S",
                     help="seconds into the recording where the call was answered")
@@ -79,14 +79,14 @@ def _add_prompt_parsers(sub: Any, default_config: str, raw: type) -> None:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from probe.audio.analysis import analyze
-    from probe.audio.plans import countries
+    from probe.audio.plans import UnknownZone, resolve_zone
     from probe.audio.prompts import PromptLibrary
     from probe.audio.wavio import WavError, load_for_analysis
 
-    zone = args.zone.upper() if args.zone else None
-    if zone and zone not in countries():
-        print(f"probe: --zone: no tone plan for {args.zone!r} (known: "
-              f"{', '.join(countries())})", file=sys.stderr)
+    try:
+        zone = resolve_zone(args.zone) if args.zone else None
+    except UnknownZone as exc:
+        print(f"probe: --zone: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
         audio = load_for_analysis(args.wav)

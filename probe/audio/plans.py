@@ -179,10 +179,70 @@ def _parse_spec(country: str, kind: str, text: str) -> list[ToneSpec]:
     return specs
 
 
+# ISO 3166 alpha-3 codes and the other names a zone goes by in telephony configurations:
+# Asterisk's indications.conf and DAHDI's zone names are the lower-case alpha-2 codes but for
+# "uk"; ETSI and the EU write Greece "EL"; phones' settings use English country names.
+_ALPHA3 = {
+    "AUT": "AT", "AUS": "AU", "BEL": "BE", "BGR": "BG", "BRA": "BR", "CAN": "CA", "CHE": "CH",
+    "CHL": "CL", "CHN": "CN", "CZE": "CZ", "DEU": "DE", "DNK": "DK", "EST": "EE", "ESP": "ES",
+    "FIN": "FI", "FRA": "FR", "GBR": "GB", "GRC": "GR", "HUN": "HU", "IDN": "ID", "IRL": "IE",
+    "ISR": "IL", "IND": "IN", "ITA": "IT", "JPN": "JP", "KOR": "KR", "LTU": "LT", "MEX": "MX",
+    "MYS": "MY", "NLD": "NL", "NOR": "NO", "NZL": "NZ", "PHL": "PH", "POL": "PL", "PRT": "PT",
+    "RUS": "RU", "SWE": "SE", "SGP": "SG", "SVK": "SK", "THA": "TH", "TWN": "TW", "UKR": "UA",
+    "USA": "US", "VEN": "VE", "ZAF": "ZA",
+}
+ALIASES = {
+    "UK": "GB", "EL": "GR", "great britain": "GB", "britain": "GB", "england": "GB",
+    "united states of america": "US", "america": "US", "north america": "US",
+    "korea": "KR", "republic of korea": "KR", "czech republic": "CZ", "russian federation": "RU",
+    "holland": "NL", "the netherlands": "NL", "slovak republic": "SK",
+}
+
+
+class UnknownZone(ValueError):
+    """A zone no plan answers to; the message lists the choices."""
+
+
+def _norm(name: str) -> str:
+    return " ".join(name.replace("_", " ").replace("-", " ").lower().split())
+
+
+@cache
+def _names() -> dict[str, str]:
+    """Every accepted spelling (normalised) -> ISO alpha-2 code."""
+    out = {_norm(code): code for code in _PLANS}
+    out |= {_norm(a3): code for a3, code in _ALPHA3.items()}
+    out |= {_norm(name): code for code, (name, _) in _PLANS.items()}
+    out |= {_norm(alias): code for alias, code in ALIASES.items()}
+    return out
+
+
+def resolve_zone(zone: str) -> str:
+    """The ISO 3166 alpha-2 code of the plan ``zone`` names: a code in any case ("de", "DE"),
+    an alpha-3 code ("DEU"), an English name ("Germany") or an alias ("UK", "EL"); a locale
+    ("de_DE", "en-GB") names its region.  :class:`UnknownZone` says what would be accepted."""
+    import difflib
+
+    names = _names()
+    key = _norm(zone) if isinstance(zone, str) else ""
+    if key in names:
+        return names[key]
+    region = key.split(" ")[-1] if len(key) == 5 and key[2] == " " else ""
+    if region in names and len(region) == 2:
+        return names[region]
+    near = difflib.get_close_matches(key, list(names), n=1, cutoff=0.75)
+    hint = f"did you mean {names[near[0]]} ({countries()[names[near[0]]]})? " if near else ""
+    raise UnknownZone(
+        f"no tone plan for {zone!r}: {hint}use the ISO 3166 code of a country with a tone plan "
+        f"({', '.join(_PLANS)}; any case, alpha-3 codes and English names too) or an alias "
+        f"({', '.join(f'{a} for {c}' for a, c in ALIASES.items() if len(a) == 2)})")
+
+
 @cache
 def plan(country: str) -> tuple[ToneSpec, ...]:
-    """Every tone spec of ``country`` (ISO 3166 alpha-2, case-insensitive); KeyError if unknown."""
-    code = country.upper()
+    """Every tone spec of ``country`` (any spelling :func:`resolve_zone` accepts);
+    :class:`UnknownZone` if none."""
+    code = resolve_zone(country)
     _, kinds = _PLANS[code]
     return tuple(s for kind, text in kinds.items() for s in _parse_spec(code, kind, text))
 
