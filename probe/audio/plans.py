@@ -123,8 +123,11 @@ _PLANS: dict[str, tuple[str, dict[str, str]]] = {
     "ID": ("Indonesia", {**_EU_425, "call_waiting": "425 0.15/0.15/0.15/10"}),
     "IE": ("Ireland", {"dial": "425", "ringback": "400+450 0.4/0.2/0.4/2",
                        "busy": "425 0.5/0.5"}),
-    "IL": ("Israel", {"dial": "414", "ringback": "414 1/3", "busy": "414 0.5/0.5",
-                      "congestion": "414 0.25/0.25"}),
+    # E.180: 400 Hz.  414 Hz is what PBXs and VoIP gateways play (Asterisk's "il" zone): kept as
+    # the alternative so that a call through one is still named.
+    "IL": ("Israel", {"dial": "400|414", "ringback": "400 1/3|414 1/3",
+                      "busy": "400 0.5/0.5|414 0.5/0.5",
+                      "congestion": "400 0.25/0.25|414 0.25/0.25"}),
     "IN": ("India", {"dial": "400*25", "ringback": "400*25 0.4/0.2/0.4/2",
                      "busy": "400 0.75/0.75", "congestion": "400 0.25/0.25",
                      "call_waiting": "400 0.2/0.1/0.2/7.5"}),
