@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from probe.audio import dtmf, emodel, levels, quality
 from probe.audio.frames import FRAME_S, analyse_frames
+from probe.audio.plans import resolve_zone
 from probe.audio.progress import ToneEvent, classify
 from probe.audio.prompts import PromptLibrary, PromptMatch
 from probe.audio.speech import SpeechResult, detect_speech
@@ -52,7 +53,7 @@ def analyze(x: NDArray[np.float64], *, zone: str | None = None,
     x = np.asarray(x, dtype=np.float64)
     frames = analyse_frames(x)
     segments = find_tone_segments(x, frames)
-    tones = classify(segments, zone)
+    tones = classify(segments, zone, duration=len(x) / RATE)
     digits = dtmf.detect(x)
     mask = np.zeros(frames.count, bool)
     for ev in tones:
@@ -69,7 +70,7 @@ def analyze(x: NDArray[np.float64], *, zone: str | None = None,
     hearing_ms = (time.perf_counter() - started) * 1000
     doc: dict[str, Any] = {
         "version": ANALYSIS_VERSION,
-        "zone": zone.upper() if zone else None,
+        "zone": resolve_zone(zone) if zone else None,
         "duration_s": round(len(x) / RATE, 3),
         "answer_at_s": round(answer_at_s, 3) if answer_at_s is not None else None,
         "tones": [_tone(ev) for ev in tones],

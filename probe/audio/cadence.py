@@ -12,7 +12,8 @@ absorbs the frame edge) except:
   shorter, never longer.
 
 The result is the mean normalised error (0 = exact, 1 = at the tolerance) and the number of
-durations actually checked, the evidence behind the match.
+durations actually checked, the evidence behind the match (0 for a lone burst cut short: it fits,
+and proves nothing).
 """
 
 from __future__ import annotations
@@ -68,8 +69,53 @@ def match(ons: list[float], offs: list[float], pattern: tuple[float, ...], *,
                     ok = False
                     break
                 errors.append(abs(offs[i] - exp_off) / tolerance(exp_off))
-        if ok and errors:
-            m = CadenceMatch(sum(errors) / len(errors), len(errors), r)
-            if best is None or (m.error, -m.checked) < (best.error, -best.checked):
+        if ok:  # a lone cut burst fits with nothing checked: the run may still grow from it
+            m = CadenceMatch(sum(errors) / len(errors) if errors else 0.0, len(errors), r)
+            if best is None or _order(m) < _order(best):
                 best = m
     return best
+
+
+def _order(m: CadenceMatch) -> tuple[bool, float, int]:
+    return m.checked == 0, m.error, -m.checked
+
+
+def partial_likelihood(ons: list[float], offs: list[float], pattern: tuple[float, ...], *,
+                       first_cut: bool, last_cut: bool) -> float:
+    """How likely ``pattern`` is to show this excerpt, when it holds too little to be matched
+    (less than one cycle): 0 when it cannot, else a relative likelihood for a recording that
+    starts at a random point of the cycle.
+
+    Bursts cut by the recording's edges (``first_cut``, ``last_cut``) are only upper-bounded;
+    every other duration must fit as in :func:`match`.  The likelihood, for one rotation that
+    fits: a burst seen whole or cut once places the recording's start in the cycle to within
+    the tolerance, which happens with density 1 / cycle; one burst cut at both ends (a window
+    inside a burst) happens with probability (on - seen) / cycle, and always for a continuous
+    tone.  Rotations that fit add up."""
+    n = len(ons)
+    if n == 0:
+        return 0.0
+    if not pattern:
+        return 1.0 if n == 1 and first_cut and last_cut else 0.0
+    p_on, p_off = pattern[0::2], pattern[1::2]
+    k, cycle = len(p_on), sum(pattern)
+    total = 0.0
+    for r in range(k):
+        fits = True
+        for i in range(n):
+            exp_on = p_on[(r + i) % k]
+            cut = (i == 0 and first_cut) or (i == n - 1 and last_cut)
+            if ons[i] > exp_on + tolerance(exp_on) or (
+                    not cut and ons[i] < exp_on - tolerance(exp_on)):
+                fits = False
+                break
+            if i < n - 1 and abs(offs[i] - p_off[(r + i) % k]) > tolerance(p_off[(r + i) % k]):
+                fits = False
+                break
+        if not fits:
+            continue
+        if n == 1 and first_cut and last_cut:
+            total += max(0.0, p_on[r] + tolerance(p_on[r]) - ons[0]) / cycle
+        else:
+            total += 1.0 / cycle
+    return total

@@ -84,13 +84,13 @@ def _run_batch(cases: list[ToneCase], rng: np.random.Generator,
     for case, x in zip(cases, clips, strict=True):
         segs = find_tone_segments(x, analyse_frames(x))
         ok_kinds = _accepted(case)
-        zoned = classify(segs, case.spec.country)
+        zoned = classify(segs, case.spec.country, duration=len(x) / 8000)
         p = _primary(zoned)
         zoned_ok = p is not None and p.kind in ok_kinds and all(
             e.kind in ok_kinds for e in zoned)
         u_kind = u_ok = amb = None
         if unzoned:
-            q = _primary(classify(segs))
+            q = _primary(classify(segs, duration=len(x) / 8000))
             u_kind = q.kind if q else "none"
             u_ok = q is not None and q.kind in ok_kinds
             amb = q is not None and q.kind == "unknown" and bool(ok_kinds & set(q.candidates))

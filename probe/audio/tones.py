@@ -39,6 +39,7 @@ TOTAL_HZ = (100.0, 3900.0)
 REGION_BINS = 4  # +-62 Hz
 SPLIT_LAG = 4  # frames (40 ms) between compared spectra
 SPLIT_COS = 0.5
+BRIDGE_FRAMES = 3  # 30 ms
 
 
 @dataclass(frozen=True)
@@ -168,11 +169,12 @@ def components(x: NDArray[np.float64], max_components: int = 6) -> tuple[Compone
 def find_tone_segments(x: NDArray[np.float64], frames: Frames) -> list[ToneSegment]:
     """Every steady-tone segment of at least :data:`MIN_SEGMENT_S`, in time order."""
     mask = tonal_frames(frames)
-    # bridge single-frame drop-outs (a codec glitch, an AM trough)
+    # bridge drop-outs of up to BRIDGE_FRAMES (a codec glitch, an AM trough, a lost packet
+    # concealed too quietly); the shortest cadence gap of any plan is 100 ms
     gaps = _runs(~mask)
     for a, b in gaps:
-        if b - a == 1 and a > 0 and b < mask.size:
-            mask[a] = True
+        if b - a <= BRIDGE_FRAMES and a > 0 and b < mask.size:
+            mask[a:b] = True
     segments: list[ToneSegment] = []
     for a, b in _runs(mask):
         for sa, sb in _split_on_change(frames, a, b):
