@@ -67,6 +67,10 @@ class Scenario:
     # BEGIN) this long after ATD while the far end still rings; the PCM port then carries
     # the ringback until the real answer (pdd_ms + ring_ms), and the greeting after it.
     through_connect_ms: int | None = None
+    # What the far end plays once the call is connected (a WAV at 8 kHz), on the PCM port and
+    # the V.253 sample stream; None: the shipped greeting (PCM) / a 440 Hz tone (V.253).  An
+    # intercept is a network that connects its announcement machine (SIT + announcement).
+    far_audio: Path | None = None
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -164,6 +168,8 @@ class ModemEmulator:
         self.answered_ns: int | None = None
         self.atd_pending = False  # analog: ATD waits for the answer timer
         self.vrx = False
+        self.vrx_start_ns = 0
+        self.vrx_sent = 0
         self.pcm = False
         self.voice_mode = False
         self.vra_ds = 70
@@ -615,6 +621,8 @@ class ModemEmulator:
         import numpy as np
 
         ringback, greeting = sim_audio()
+        if self.scenario.far_audio is not None:
+            greeting = far_samples(self.scenario.far_audio)
         assert self.pcm_start_ns is not None
         t = self.pcm_start_ns + (np.arange(first, first + n, dtype=np.int64) * 125_000)
         out = np.zeros(n, np.int16)
@@ -865,15 +873,36 @@ class ModemEmulator:
             return self._error()
         self.vrx = True
         self._final("CONNECT")
+        self.vrx_start_ns = self.clock()
+        self.vrx_sent = 0
         self._at(0, self._vrx_tick)
         return None
 
     def _vrx_tick(self) -> None:
         if not self.vrx:
             return
-        pcm = _tone(160, self._phase(), 1)
+        if self.scenario.far_audio is None:
+            pcm = _tone(160, self._phase(), 1)
+        else:  # the line's audio as it happens: sample k is answer + k / 8 kHz
+            due = (self.clock() - self.vrx_start_ns) * 8000 // 1_000_000_000
+            pcm = self._vrx_samples(self.vrx_sent, max(0, due - self.vrx_sent))
+            self.vrx_sent = max(self.vrx_sent, due)
         self._write(pcm.replace(DLE, DLE + DLE))
         self._at(20, self._vrx_tick)
+
+    def _vrx_samples(self, first: int, n: int) -> bytes:
+        """``n`` unsigned 8-bit samples (AT+VSM=1) of the far end's audio from the ``first``
+        since AT+VRX; what played between the answer and AT+VRX is not heard (as on a modem)."""
+        import numpy as np
+
+        assert self.scenario.far_audio is not None and self.answered_ns is not None
+        audio = far_samples(self.scenario.far_audio)
+        offset = (self.vrx_start_ns - self.answered_ns) // 125_000
+        k = offset + np.arange(first, first + n, dtype=np.int64)
+        out = np.zeros(n, np.int16)
+        inside = k < len(audio)
+        out[inside] = audio[k[inside]]
+        return ((out.astype(np.int32) >> 8) + 128).astype(np.uint8).tobytes()
 
     def _boot_done(self) -> None:
         self.sim_ready_sent = True
@@ -915,6 +944,19 @@ def sim_audio() -> tuple[Any, Any]:
     loud = np.flatnonzero(np.abs(greeting) > GREETING_ONSET)
     greeting = greeting[loud[0]:] if loud.size else greeting
     return ((ringback * 32767).astype(np.int16), (greeting * 32767).astype(np.int16))
+
+
+@functools.cache
+def far_samples(path: Path) -> Any:
+    """A far-end WAV as int16 samples at 8 kHz (``Scenario.far_audio``)."""
+    import numpy as np
+
+    from probe.audio.wavio import read_wav
+
+    audio = read_wav(path)
+    if audio.rate != 8000:
+        raise ValueError(f"{path}: far-end audio must be 8 kHz, not {audio.rate} Hz")
+    return (audio.samples * 32767).astype(np.int16)
 
 
 def _tone(n: int, start: int, width: int) -> bytes:
