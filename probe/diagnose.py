@@ -159,6 +159,12 @@ CAUSES: dict[str, CauseSpec] = {
         "carrier", Actor.CARRIER, Scope.PATH, Verdict.DOWN,
         "Calls over {channel} fail ({outcome}) while other paths reach the hotline.",
         "Raise a ticket with the {channel} carrier, quoting the cause and the time."),
+    "carrier.reorder": CauseSpec(
+        "carrier", Actor.CARRIER, Scope.PATH, Verdict.DOWN,
+        "The {channel} network could not complete the call: switching blocked or digits "
+        "lost on the way ({evidence}).",
+        "Raise a ticket with the {channel} carrier quoting the number, the time and the "
+        "special information tone; check the number's format in the probe's target."),
     "carrier.slow_setup": CauseSpec(
         "carrier", Actor.CARRIER, Scope.PATH, Verdict.DEGRADED,
         "Call set-up is slow: {measured} ms from dialling to ringing (limit {limit} ms).",
@@ -236,6 +242,25 @@ CAUSES: dict[str, CauseSpec] = {
         "The network says the hotline's number does not exist ({evidence}).",
         "Check the dial plan and the number routing for the hotline; check the number "
         "configured in the probe."),
+    "config.number_changed": CauseSpec(
+        "configuration", Actor.ADMIN, Scope.HOTLINE, Verdict.DOWN,
+        "The network intercepts the call: the hotline's number has changed or is "
+        "disconnected ({evidence}).",
+        "Listen to the announcement in the recording for the new number; update the "
+        "published number and the probe's target; ask the carrier if the number should "
+        "still be in service."),
+    "config.number_intercepted": CauseSpec(
+        "configuration", Actor.ADMIN, Scope.HOTLINE, Verdict.DOWN,
+        "The network answers with a special information tone and an announcement instead "
+        "of the hotline ({evidence}).",
+        "Listen to the announcement in the recording (number changed or not in service, "
+        "line out of order); check the hotline's number with its carrier and the dial plan."),
+    "config.dialling_refused": CauseSpec(
+        "configuration", Actor.ADMIN, Scope.PATH, Verdict.DOWN,
+        "The {channel} network cannot complete the call as dialled: a dialling error, a "
+        "barring on the office's line or another refusal ({evidence}).",
+        "Check the number's format and prefix in the probe's target and the call barring "
+        "of the office's line; the announcement in the recording says which."),
     "config.rejected": CauseSpec(
         "configuration", Actor.ADMIN, Scope.HOTLINE, Verdict.DOWN,
         "Calls to the hotline are refused ({evidence}).",
@@ -267,8 +292,22 @@ Q850 = {
     34: "carrier.congestion", 38: "carrier.congestion", 41: "carrier.congestion",
     42: "carrier.congestion", 44: "carrier.congestion", 47: "carrier.congestion",
 }
-SIT_CODES = {"IC": "config.number_not_found", "VC": "config.number_not_found",
-             "NC": "carrier.congestion", "RO": "carrier.congestion"}
+# Special information tone -> cause code, for every code probe/audio/sit.py names.  The North
+# American codes follow the categories of Telcordia GR-1162 / ANSI T1.209: IC "customer
+# irregularity" (number changed, disconnected, non-working station), VC "vacant code" (the
+# number or prefix is not assigned), RO' / RO'' "equipment irregularity" (reorder: blocked
+# switching, no wink, partial digits; intra- and inter-LATA), NC' / NC'' "trunk blockage" (no
+# circuit, network management controls: try again later), IO "ineffective other" (misdialled,
+# restricted, other failure).  An ITU-T Q.35 tone (or the code reserved for future use) only
+# says that the call cannot be completed for a reason other than busy or congestion: the
+# announcement that follows names it.
+SIT_CAUSES: dict[str, str] = {
+    "IC": "config.number_changed", "VC": "config.number_not_found",
+    "RO'": "carrier.reorder", "RO''": "carrier.reorder",
+    "NC'": "carrier.congestion", "NC''": "carrier.congestion",
+    "IO": "config.dialling_refused", "FU": "config.number_intercepted",
+    "ITU": "config.number_intercepted", "SIT": "config.number_intercepted",
+}
 
 
 @dataclass(frozen=True)
@@ -355,7 +394,14 @@ def path_findings(doc: dict[str, Any], limits: dict[str, Any], th: Thresholds) -
     sit = _sit(analysis)
     heard = {t["kind"] for t in analysis.get("tones") or []}
 
-    if outcome == "answered":
+    if outcome == "answered" and sit is not None:
+        # "Answered" by the network's announcement machine, not by the hotline: the tone says
+        # why the call failed; prompt and greeting findings would be about the announcement.
+        add(SIT_CAUSES.get(sit, "config.number_intercepted"),
+            evidence=_evidence(code, reason, cause, sit), code=code, sit=sit)
+        found += [f for f in _answered_findings(doc, analysis, limits, th)
+                  if f.code not in ANNOUNCEMENT_NOISE]
+    elif outcome == "answered":
         found += _answered_findings(doc, analysis, limits, th)
     elif outcome == "busy":
         if "congestion" in heard:
@@ -388,8 +434,8 @@ def path_findings(doc: dict[str, Any], limits: dict[str, Any], th: Thresholds) -
         add("line.no_dial_tone")
     elif outcome == "no_carrier":
         mapped = Q850.get(cause) if cause is not None else None
-        if sit in SIT_CODES:
-            mapped = SIT_CODES[sit]
+        if sit is not None:  # the announcement's tone is more precise than the clearing
+            mapped = SIT_CAUSES.get(sit, "config.number_intercepted")
         if mapped:
             add(mapped, evidence=_evidence(code, reason, cause, sit), code=code, reason=reason,
                 limit_s=limits.get("max_ring_s"))
@@ -466,6 +512,13 @@ def _answered_findings(doc: dict[str, Any], analysis: dict[str, Any], limits: di
     if ring is not None and slow is not None and ring > slow:
         add("hotline.slow_answer", measured=ring, limit=slow)
     return found
+
+
+#: What an answered call's recording says about the hotline's own audio: meaningless when the
+#: network's intercept announcement played instead.
+ANNOUNCEMENT_NOISE = {"hotline.queue_full_prompt", "hotline.closed_prompt",
+                      "config.unexpected_greeting", "hotline.dead_air", "quality.low_level",
+                      "hotline.slow_answer"}
 
 
 def _sit(analysis: dict[str, Any]) -> str | None:
@@ -555,7 +608,9 @@ def diagnose(results: Sequence[dict[str, Any]], facts: ProbeFacts, limits: dict[
                            for f in per_path["sip"]]
 
     testing = [c for c in per_path if c not in blocked]
-    answered = [c for c in testing if _outcome_of(results, c) == "answered"]
+    # Paths that reached the hotline: answered, and not by an intercept announcement (SIT).
+    answered = [c for c in testing if _outcome_of(results, c) == "answered"
+                and not any(f.evidence.get("sit") for f in per_path[c])]
     failing = [c for c in testing if _all_failed(per_path[c])]
 
     for channel, items in per_path.items():
@@ -565,7 +620,8 @@ def diagnose(results: Sequence[dict[str, Any]], facts: ProbeFacts, limits: dict[
             elif f.spec.scope == Scope.HOTLINE and f.spec.severity == Verdict.DOWN and answered:
                 # One path fails at the hotline while another is answered: the paths disagree
                 # (a routing difference), or the failure belongs to that path's carrier.
-                if f.code in ("config.number_not_found", "config.rejected"):
+                if f.code in ("config.number_not_found", "config.rejected",
+                              "config.number_changed", "config.number_intercepted"):
                     findings.append(Finding("diagnosis.conflicting_evidence", channel, {
                         "detail": f"{channel} says {f.code}, {', '.join(answered)} answered",
                         "path": f.code}))

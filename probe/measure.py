@@ -208,8 +208,13 @@ class Verdict:
         return all(c.met for c in self.checks)
 
 
-def judge(outcome: Outcome, t: Timings, record: CallRecord, expect: Expectations) -> Verdict:
-    """Hold the call to the target's expectations; every check says what it measured."""
+def judge(outcome: Outcome, t: Timings, record: CallRecord, expect: Expectations,
+          analysis: dict[str, Any] | None = None) -> Verdict:
+    """Hold the call to the target's expectations; every check says what it measured.
+
+    ``analysis`` (what was heard, probe/audio): a call whose audio carries a special
+    information tone reached the network's announcement, not the hotline — even when the
+    network "answered" it — so a heard call is also checked for one."""
     checks = [Check("answered", outcome == Outcome.ANSWERED, "answered", str(outcome))]
     if t.post_dial_delay_ms is not None or outcome == Outcome.ANSWERED:
         pdd = t.post_dial_delay_ms
@@ -228,4 +233,16 @@ def judge(outcome: Outcome, t: Timings, record: CallRecord, expect: Expectations
         # Modems: checked only where the modem delivers audio (PCM port, V.253 VRX).
         frames = int(record.facts.get("audio_frames") or 0)
         checks.append(Check("media_received", frames > 0, "audio frames > 0", frames))
+    if analysis is not None:
+        sit = next((tone for tone in analysis.get("tones") or [] if tone.get("kind") == "sit"),
+                   None)
+        checks.append(Check("no_special_information_tone", sit is None, "none",
+                            "none" if sit is None else _heard_sit(sit)))
     return Verdict(checks)
+
+
+def _heard_sit(tone: dict[str, Any]) -> str:
+    """``SIT IC at 0.41 s (intercept: number changed or disconnected)``."""
+    code = tone.get("sit_code") or "?"
+    meaning = f" ({tone['sit_meaning']})" if tone.get("sit_meaning") else ""
+    return f"SIT {code} at {tone.get('start_s', 0):.2f} s{meaning}"

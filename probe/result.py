@@ -54,7 +54,7 @@ def build_result(record: CallRecord, expect: Expectations, probe: ProbeIdentity,
                  analysis: dict[str, Any] | None = None) -> dict[str, Any]:
     outcome = classify(record)
     t = timings(record)
-    verdict = judge(outcome, t, record, expect)
+    verdict = judge(outcome, t, record, expect, analysis)
     start = record.first(Ev.DIAL)
     end = record.first(Ev.END)
     t0 = start.t_ns if start else record.mono_ns

@@ -137,10 +137,14 @@ def test_check_names_made_by_judge_are_in_the_schema(tmp_path: Path) -> None:
     enum = result_schema()["properties"]["expectations"]["properties"]["checks"]["items"][
         "properties"]["check"]["enum"]
     names = set()
+    heard = {"tones": [{"kind": "sit", "sit_code": "IC", "start_s": 0.4, "sit_meaning": None}]}
     for make in RECORDS.values():
         r = make(tmp_path)
-        names |= {c.check for c in judge(classify(r), timings(r), r, Expectations()).checks}
-    assert names == {"answered", "post_dial_delay_ms", "ring_duration_ms", "media_received"}
+        for analysis in (None, heard):
+            names |= {c.check for c in judge(classify(r), timings(r), r, Expectations(),
+                                             analysis).checks}
+    assert names == {"answered", "post_dial_delay_ms", "ring_duration_ms", "media_received",
+                     "no_special_information_tone"}
     assert names <= set(enum)
 
 
