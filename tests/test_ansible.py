@@ -295,7 +295,7 @@ def test_probe_secrets_are_private(deployment: Deployment) -> None:
 
 def test_probe_user_is_in_the_hardware_groups(deployment: Deployment) -> None:
     groups = (deployment.probe_root / "etc/group").read_text()
-    for group in ("dialout", "gpio", "spi"):
+    for group in ("dialout", "gpio", "spi", "audio"):
         members = re.search(rf"^{group}:[^:]*:\d+:(.*)$", groups, re.M)
         assert members and "hotline-probe" in members.group(1).split(","), group
 
@@ -305,8 +305,11 @@ def test_probe_unit_is_the_shipped_one_and_enabled(deployment: Deployment) -> No
     unit = root / "etc/systemd/system/hotline-probe.service"
     assert unit.read_bytes() == (support.REPO / "deploy/systemd/hotline-probe.service").read_bytes()
     assert (root / "etc/systemd/system/multi-user.target.wants/hotline-probe.service").is_symlink()
+    # No boot-time wait for NTP: with it blocked, time-sync.target would never be reached.
     wants = root / "etc/systemd/system/sysinit.target.wants/systemd-time-wait-sync.service"
-    assert wants.is_symlink()
+    assert not wants.exists()
+    assert (root / "etc/systemd/system/sysinit.target.wants/systemd-timesyncd.service"
+            ).is_symlink()
     proc = chroot(root, "systemd-analyze", "verify", "/etc/systemd/system/hotline-probe.service")
     assert "hotline-probe.service" not in proc.stderr, proc.stderr
 
