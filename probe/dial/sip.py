@@ -81,18 +81,29 @@ class _LogWriter(pj.LogWriter):
 @contextlib.contextmanager
 def _pjlib_startup_output() -> Iterator[None]:
     """pjlib prints start-up lines to fd 1 before any log configuration applies: keep them off
-    stdout (where ``--json`` results go) — on stderr when debugging, else discarded."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    sink = os.open(os.devnull, os.O_WRONLY) if not log.isEnabledFor(logging.DEBUG) else None
+    stdout (where ``--json`` results go) — on stderr when debugging, else discarded.
+
+    fd 1 is the whole process's: the log handlers are held meanwhile, so that another thread's
+    log line (the daemon's, for journald) waits the few milliseconds instead of being lost.
+    """
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.acquire()
     try:
-        os.dup2(sink if sink is not None else 2, 1)
-        yield
+        sys.stdout.flush()
+        saved = os.dup(1)
+        sink = os.open(os.devnull, os.O_WRONLY) if not log.isEnabledFor(logging.DEBUG) else None
+        try:
+            os.dup2(sink if sink is not None else 2, 1)
+            yield
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+            if sink is not None:
+                os.close(sink)
     finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        if sink is not None:
-            os.close(sink)
+        for handler in reversed(handlers):
+            handler.release()
 
 
 class _Account(pj.Account):
