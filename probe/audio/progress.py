@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from probe.audio import cadence as cad
 from probe.audio.plans import Tone, ToneSpec, all_specs, plan, resolve_zone
@@ -57,9 +57,12 @@ UNEXPLAINED_MAX = 0.10
 SPREAD_HZ = 12.0  # PLC smear; JP's 16 Hz AM sidebands stay sidebands
 SMEAR_HZ = 30.0
 SMEARED_SCORE = 0.3
+DROPOUT_S = 0.07
+BACKGROUND_DB = 6.0
+WEAK_CHECKED = 3  # a run on this few checked durations lists what it cannot exclude
 AGREE_SHARE = 0.75
 SINGLE_BURST_MIN_S = 0.8
-EDGE_S = 0.04  # a burst this close to the recording's start or end may have been cut by it
+EDGE_S = 0.06  # a burst this close to the recording's start or end may have been cut by it
 PARTIAL_MIN_TONE_S = 0.15  # less tone than this is named by nothing but ``unknown``
 PARTIAL_CONFIDENCE = 0.5
 UNKNOWN_MIN_S = 0.3
@@ -224,6 +227,7 @@ def classify(segments: list[ToneSegment], zone: str | None = None,
 
     ``duration`` is the recording's length (default: the end of the last segment); a burst
     within :data:`EDGE_S` of either end may have been cut by it."""
+    segments = merge_dropouts(segments)
     sits = find_sits(segments)
     in_sit = {id(s) for sit in sits for s in sit.segments}
     segs = [s for s in segments if id(s) not in in_sit]
@@ -249,10 +253,68 @@ def classify(segments: list[ToneSegment], zone: str | None = None,
         size = run.last - run.first + 1
         rivals = [r for r in runs if r.score >= 0.8 * run.score
                   and min(r.last, run.last) - max(r.first, run.first) + 1 >= 0.8 * size]
-        events.append(_event(run, segs, rivals, named_by_zone=code is not None))
+        ev = _event(run, segs, rivals, named_by_zone=code is not None)
+        if code is not None and run.match.checked <= WEAK_CHECKED:
+            ev = _with_unexcluded(ev, run, specs, segs, scores)
+        events.append(ev)
     events += _partial_events(specs, segs, scores, claimed, end, code is not None)
     events += _unknown_events(segs, claimed)
     return sorted(events, key=lambda e: e.start)
+
+
+def _with_unexcluded(ev: ToneEvent, run: _Run, specs: tuple[ToneSpec, ...],
+                     segs: list[ToneSegment], scores: dict[str, list[float | None]]) -> ToneEvent:
+    """A run on little evidence: add to its candidates the zone's kinds whose tone and cadence
+    could have made the same bursts (first and last cut short), which it cannot exclude."""
+    bursts = segs[run.first:run.last + 1]
+    ons = [b.duration for b in bursts]
+    offs = [y.start - x.end for x, y in itertools.pairwise(bursts)]
+    candidates = {k: list(v) for k, v in ev.candidates.items()}
+    for spec in specs:
+        if spec.kind == ev.kind or spec.country in candidates.get(spec.kind, []):
+            continue
+        if all(v is not None for v in scores[spec.tone.expr][run.first:run.last + 1]) and (
+                cad.partial_likelihood(ons, offs, spec.cadence, first_cut=True,
+                                       last_cut=True) > 0):
+            candidates.setdefault(spec.kind, []).append(spec.country)
+    return replace(ev, candidates=candidates)
+
+
+def merge_dropouts(segments: list[ToneSegment]) -> list[ToneSegment]:
+    """Bursts of one tone less than :data:`DROPOUT_S` apart made one: a gap that short is a
+    drop-out (three lost packets concealed into silence), never a cadence's (100 ms at least
+    in every plan); a SIT's steps change frequency and stay apart."""
+    out: list[ToneSegment] = []
+    for s in _without_background(segments):
+        p = out[-1] if out else None
+        if p is not None and s.start - p.end <= DROPOUT_S and _one_tone(p, s):
+            longer = p if p.duration >= s.duration else s
+            out[-1] = ToneSegment(p.start, s.end, longer.components, longer.level_db)
+        else:
+            out.append(s)
+    return out
+
+
+def _without_background(segments: list[ToneSegment]) -> list[ToneSegment]:
+    """Segments that are no tone and :data:`BACKGROUND_DB` below a tone next to them left out:
+    a codec's comfort noise in a cadence's gaps (AMR with DTX shapes it like the tone), which
+    would otherwise hide the gap."""
+    keep = []
+    for i, s in enumerate(segments):
+        near = [n for n in segments[max(0, i - 1):i + 2] if n is not s and _tone_like(n)]
+        if not _tone_like(s) and any(s.level_db < n.level_db - BACKGROUND_DB for n in near):
+            continue
+        keep.append(s)
+    return keep
+
+
+def _one_tone(a: ToneSegment, b: ToneSegment) -> bool:
+    def strong(seg: ToneSegment) -> list[float]:
+        return sorted(c.freq for c in seg.components if c.share >= 0.2)
+
+    fa, fb = strong(a), strong(b)
+    return bool(fa) and len(fa) == len(fb) and all(
+        abs(x - y) <= freq_tol(x) for x, y in zip(fa, fb, strict=True))
 
 
 def _scores(specs: tuple[ToneSpec, ...], segs: list[ToneSegment]) -> dict[str, list[float | None]]:
