@@ -5,8 +5,8 @@ Figures only: nothing here asserts a timing (a loaded CI machine must not fail a
     .venv/bin/python -m tests.benchmarks                 # everything (~25 minutes: the full tone
                                                          # corpus and 10 minutes of idle daemon)
     .venv/bin/python -m tests.benchmarks --quick         # smoke run (~3 minutes)
-    .venv/bin/python -m tests.benchmarks --only timing   # one of timing|cost|audio|modem|outbox|
-                                                         # console|ops
+    .venv/bin/python -m tests.benchmarks --only timing   # one of timing|cost|audio|standards|
+                                                         # modem|outbox|console|ops
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from . import (
     bench_ops,
     bench_outbox,
     bench_timing,
+    bench_tone_standards,
 )
 from ._stats import ErrorStats, table
 
@@ -44,8 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=bench_timing.DEFAULT_SEED,
                    help="seed of the imposed delays (default %(default)s)")
     p.add_argument("--quick", action="store_true", help="fewer calls: a smoke run")
-    p.add_argument("--only", choices=("timing", "cost", "audio", "modem", "outbox", "console",
-                                      "ops"),
+    p.add_argument("--only", choices=("timing", "cost", "audio", "standards", "modem", "outbox",
+                                      "console", "ops"),
                    help="run one benchmark only")
     args = p.parse_args(argv)
     calls = args.calls if args.calls is not None else (QUICK_CALLS if args.quick else 50)
@@ -63,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(bench_call_cost.report(cost), end="\n\n", flush=True)
     if args.only in (None, "audio"):  # probe/audio: real-time factor, memory, tone corpus
         print(bench_audio.report(bench_audio.run(quick=args.quick)), end="\n\n", flush=True)
+    if args.only in (None, "standards"):  # tones from the standards, sox-made, per degradation
+        standards = bench_tone_standards.run_sweep(quick=args.quick)
+        print(bench_tone_standards.report(standards), end="\n\n", flush=True)
     if args.only in (None, "modem"):  # probe/at: alerting/answer error per profile, parser
         modem = bench_modem.run(calls=2 if args.quick else 5)
         print(bench_modem.report(modem), end="\n\n", flush=True)
