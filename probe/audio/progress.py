@@ -250,6 +250,7 @@ def classify(segments: list[ToneSegment], zone: str | None = None,
         if idx & claimed:
             continue
         claimed |= idx
+        run = _with_edge_fragments(run, segs, scores[run.spec.tone.expr], claimed)
         size = run.last - run.first + 1
         rivals = [r for r in runs if r.score >= 0.8 * run.score
                   and min(r.last, run.last) - max(r.first, run.first) + 1 >= 0.8 * size]
@@ -260,6 +261,31 @@ def classify(segments: list[ToneSegment], zone: str | None = None,
     events += _partial_events(specs, segs, scores, claimed, end, code is not None)
     events += _unknown_events(segs, claimed)
     return sorted(events, key=lambda e: e.start)
+
+
+def _with_edge_fragments(run: _Run, segs: list[ToneSegment], sc: list[float | None],
+                         claimed: set[int]) -> _Run:
+    """The run with the unclaimed pieces of its tone just before and after it (a burst cut by
+    a drop-out or the channel, no longer than the spec's longest burst, its gap fitting),
+    which would otherwise be named apart as some shorter-cadenced kind; ``claimed`` grows."""
+    spec = run.spec
+    if spec.continuous:
+        return run
+    max_gap = max(spec.offs) + cad.tolerance(max(spec.offs))
+    longest = max(spec.ons) + cad.tolerance(max(spec.ons))
+
+    def fits(k: int, gap: float) -> bool:
+        return (k not in claimed and 0 <= gap <= max_gap and segs[k].duration <= longest
+                and (sc[k] is not None or smeared_fit(segs[k], spec.tone)))
+
+    first, last = run.first, run.last
+    while first > 0 and fits(first - 1, segs[first].start - segs[first - 1].end):
+        first -= 1
+        claimed.add(first)
+    while last + 1 < len(segs) and fits(last + 1, segs[last + 1].start - segs[last].end):
+        last += 1
+        claimed.add(last)
+    return replace(run, first=first, last=last)
 
 
 def _with_unexcluded(ev: ToneEvent, run: _Run, specs: tuple[ToneSpec, ...],
