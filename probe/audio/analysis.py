@@ -55,11 +55,8 @@ def analyze(x: NDArray[np.float64], *, zone: str | None = None,
     segments = find_tone_segments(x, frames)
     tones = classify(segments, zone, duration=len(x) / RATE)
     digits = dtmf.detect(x)
-    mask = np.zeros(frames.count, bool)
-    for ev in tones:
-        mask[_frame(ev.start):_frame(ev.end) + 1] = True
-    for d in digits:
-        mask[_frame(d.start):_frame(d.end) + 1] = True
+    mask = explained(frames.count, [(ev.start, ev.end) for ev in tones]
+                     + [(d.start, d.end) for d in digits])
     speech = detect_speech(x, frames, mask, use_model=use_vad_model)
     if answered is None and answer_at_s is not None:
         answered = True
@@ -102,6 +99,14 @@ def analyze(x: NDArray[np.float64], *, zone: str | None = None,
 def analyze_file(path: str | Path, **kwargs: Any) -> dict[str, Any]:
     """:func:`analyze` on a WAV file (any rate or encoding :mod:`probe.audio.wavio` reads)."""
     return analyze(load_for_analysis(path).samples, **kwargs)
+
+
+def explained(count: int, spans: list[tuple[float, float]]) -> NDArray[np.bool_]:
+    """Per frame: inside one of ``spans`` (s), the tones and digits the speech gate skips."""
+    mask = np.zeros(count, bool)
+    for start, end in spans:
+        mask[_frame(start):_frame(end) + 1] = True
+    return mask
 
 
 def _frame(t: float) -> int:

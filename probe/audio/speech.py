@@ -112,9 +112,11 @@ def _window_is_speech(model: Any, x8: NDArray[np.float64]) -> bool:
     if len(x16) < need:
         x16 = np.pad(x16, (0, need - len(x16)))
     reset(model._vctx)
-    probs = [process_chunk(model._vctx, x16[i * 512:(i + 1) * 512])
-             for i in range(WINDOW_CHUNKS)]
-    return max(probs[WARM_CHUNKS:]) >= SPEECH_PROB
+    for i in range(WINDOW_CHUNKS):
+        prob = process_chunk(model._vctx, x16[i * 512:(i + 1) * 512])
+        if i >= WARM_CHUNKS and prob >= SPEECH_PROB:
+            return True  # the peak can only be higher: the rest of the window is not needed
+    return False
 
 
 def detect_speech(x: NDArray[np.float64], frames: Frames,

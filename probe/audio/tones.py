@@ -22,6 +22,7 @@ Pure functions over 8 kHz float samples; nothing here knows about countries (see
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 
@@ -127,6 +128,11 @@ def _trim(frames: Frames, a: int, b: int) -> tuple[int, int]:
     return a + int(inside[0]), a + int(inside[-1]) + 1
 
 
+@functools.lru_cache(maxsize=64)
+def _hann(n: int) -> NDArray[np.float64]:
+    return np.hanning(n + 2)[1:-1]
+
+
 def components(x: NDArray[np.float64], max_components: int = 6) -> tuple[Component, ...]:
     """Spectral peaks of a steady-tone excerpt ``x`` (8 kHz), strongest first."""
     from scipy import fft
@@ -139,8 +145,8 @@ def components(x: NDArray[np.float64], max_components: int = 6) -> tuple[Compone
         x = x[mid:mid + RATE]
         n = RATE
     nfft = max(4096, 1 << int(np.ceil(np.log2(n)) + 1))
-    win = np.hanning(n + 2)[1:-1]
-    p = np.abs(fft.rfft(x * win, n=nfft)) ** 2
+    spec = fft.rfft(x * _hann(n), n=nfft)
+    p = spec.real**2 + spec.imag**2
     hz = RATE / nfft
     lo, hi = int(120 / hz), int(2300 / hz)
     band = p[lo:hi]

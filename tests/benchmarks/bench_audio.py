@@ -17,11 +17,12 @@ from __future__ import annotations
 import resource
 import time
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from probe.audio.analysis import RtpFacts, analyze
+from probe.audio.analysis import RtpFacts, analyze, explained
 from probe.audio.corpus import format_table, run_tone_cases, table, tone_cases
 from probe.audio.plans import plan
 from probe.audio.prompts import PromptLibrary, Reference
@@ -35,6 +36,7 @@ CALL_S = 60.0
 @dataclass
 class AudioResult:
     hearing_rtf: list[float] = field(default_factory=list)
+    stages_ms: dict[str, float] = field(default_factory=dict)  # best CPU ms per stage
     quality_rtf: float | None = None
     quality_mos: float | None = None
     quality_seconds: float | None = None
@@ -71,11 +73,44 @@ def sixty_second_call() -> tuple[np.ndarray, PromptLibrary]:
     return x, PromptLibrary([Reference.from_samples("welcome", greeting), *others])
 
 
+def stage_times(x: np.ndarray, library: PromptLibrary, repeats: int = 5) -> dict[str, float]:
+    """Best CPU milliseconds of each stage of the hearing, in the order analyze() runs them."""
+    from probe.audio import dtmf, levels
+    from probe.audio.frames import analyse_frames
+    from probe.audio.progress import classify
+    from probe.audio.speech import detect_speech
+    from probe.audio.tones import find_tone_segments
+
+    def best(f: Callable[[], object]) -> float:
+        spent = []
+        for _ in range(repeats):
+            c0 = time.process_time()
+            f()
+            spent.append(time.process_time() - c0)
+        return min(spent) * 1000
+
+    frames = analyse_frames(x)
+    segments = find_tone_segments(x, frames)
+    tones = classify(segments, "DE", duration=len(x) / 8000)
+    mask = explained(frames.count, [(t.start, t.end) for t in tones]
+                     + [(d.start, d.end) for d in dtmf.detect(x)])
+    return {
+        "spectra (frames)": best(lambda: analyse_frames(x)),
+        "tone segments": best(lambda: find_tone_segments(x, frames)),
+        "tone classes": best(lambda: classify(segments, "DE", duration=len(x) / 8000)),
+        "DTMF": best(lambda: dtmf.detect(x)),
+        "speech (gate + Silero)": best(lambda: detect_speech(x, frames, mask)),
+        "levels": best(lambda: levels.measure_levels(x, frames, 12.0)),
+        "known prompts (4)": best(lambda: library.match(x, frames)),
+    }
+
+
 def run(repeats: int = 5, quick: bool = False) -> AudioResult:
     res = AudioResult()
     x, library = sixty_second_call()
     rtp = RtpFacts("PCMU/8000", 3000, 12, 3, 40.0)
     analyze(x, zone="DE", prompts=library, answer_at_s=12.0, rtp=rtp, quality_method=None)
+    res.stages_ms = stage_times(x, library, repeats)
     for _ in range(repeats):
         c0 = time.process_time()
         analyze(x, zone="DE", prompts=library, answer_at_s=12.0, rtp=rtp, quality_method=None)
@@ -125,6 +160,8 @@ def report(r: AudioResult) -> str:
         "4 known prompts)",
         f"  hearing (tones, DTMF, speech, levels, prompts): median {h[len(h) // 2]:.0f}x real "
         f"time, worst {h[0]:.0f}x ({len(h)} runs, CPU time)",
+        *(f"    {name:<24}{ms:7.1f} ms  {CALL_S * 1000 / max(ms, 1e-3):7.0f}x"
+          for name, ms in r.stages_ms.items()),
     ]
     if r.quality_rtf is not None:
         lines.append(f"  quality (ViSQOL on the {r.quality_seconds:.1f} s matched prompt): "
