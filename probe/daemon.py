@@ -53,7 +53,7 @@ from probe.outbox import Outbox
 from probe.progress import Progress
 from probe.recording import submit_recording
 from probe.runner import next_boot_count, prepare_state_dir, prune_audio, run_call
-from probe.schedule import Slot, due_slots, plan, reschedule
+from probe.schedule import Slot, due_slots, plan, replan, reschedule
 from probe.secrets import private_file_problems, secret_file
 from probe.systemd import Notifier
 from probe.tls import tls_context
@@ -290,7 +290,8 @@ class Scheduler:
 
     def replace_targets(self, targets: tuple[Target, ...]) -> None:
         with self.lock:
-            self.slots = plan(targets, time.monotonic(), self.rng, self.max_jitter_s)
+            self.slots = replan(self.slots, targets, time.monotonic(), self.rng,
+                                self.max_jitter_s)
         self.wake.set()
 
     def run_now(self, job: Job) -> bool:

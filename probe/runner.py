@@ -97,6 +97,9 @@ def run_call(config: Config, target: Target, channel: str,
     """
     result_id = str(uuid.uuid4())
     audio_path = audio_dir / f"{result_id}.wav"
+    # started_at is read at the dial: a clock set by NTP only during the call leaves that
+    # timestamp on the old clock, so the result is synchronised only if it was so throughout
+    synced_at_dial = clock_synced()
     if channel in ("gsm", "analog"):
         from probe.dial.modem import ModemDialer
 
@@ -118,7 +121,8 @@ def run_call(config: Config, target: Target, channel: str,
         progress(Step("analysing", "analysing what was heard"
                       + (f" ({heard_ms / 1000:.1f} s of audio)…" if heard_ms else "…")))
     doc = build_result(record, target.expect, config.probe, result_id=result_id,
-                       clock_synced=clock_synced(), analysis=analyze_call(config, target, record))
+                       clock_synced=synced_at_dial and clock_synced(),
+                       analysis=analyze_call(config, target, record))
     if line is not None:  # the line facts go into every result (probe/line.py snapshot)
         doc["line"] = line()
     if verdicts is not None:

@@ -44,6 +44,17 @@ def plan(targets: tuple[Target, ...], now: float, rng: random.Random | None = No
     return slots
 
 
+def replan(slots: list[Slot], targets: tuple[Target, ...], now: float,
+           rng: random.Random | None = None, max_jitter_s: float = MAX_JITTER_S) -> list[Slot]:
+    """The slots after a reload: a (target, channel) whose target is unchanged keeps its place
+    on the grid (a reload is not a reason to call every hotline again at once); a new or
+    changed target is due now, as at start."""
+    kept = {(s.target.name, s.channel): s for s in slots}
+    fresh = {(s.target.name, s.channel): s for s in plan(targets, now, rng, max_jitter_s)}
+    return [old if (old := kept.get(key)) is not None and old.target == slot.target else slot
+            for key, slot in fresh.items()]
+
+
 def reschedule(slot: Slot, now: float, rng: random.Random | None = None,
                max_jitter_s: float = MAX_JITTER_S) -> None:
     """Move the slot to its next grid point after ``now``; missed grid points are skipped."""

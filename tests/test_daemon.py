@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 from probe.config import Target
 from probe.result import validate_result
 from probe.runner import next_boot_count, prune_audio
-from probe.schedule import Slot, plan, reschedule
+from probe.schedule import Slot, plan, replan, reschedule
 from probe.sim import probe_config
 from probe.sim.broker import LocalBroker, Subscriber
 from probe.sim.hotline import HotlineBehaviour, SippHotline
@@ -129,6 +130,21 @@ def test_plan_covers_every_target_and_channel() -> None:
     b = Target("b", "sip:b@b", None, ("sip",))
     assert [(s.target.name, s.channel) for s in plan((a, b), 5.0)] == [
         ("a", "sip"), ("a", "gsm"), ("b", "sip")]
+
+
+def test_a_reload_keeps_unchanged_targets_on_their_grid() -> None:
+    """SIGHUP with the same targets is not a reason to call every hotline again at once."""
+    a = Target("a", "sip:a@b", None, ("sip",), interval_s=600)
+    b = Target("b", "sip:b@b", None, ("sip",), interval_s=600)
+    slots = plan((a, b), now=1000.0)
+    for slot in slots:
+        reschedule(slot, now=1001.0)  # both called at 1000: next at 1600
+    changed = dataclasses.replace(b, interval_s=300)
+    new = Target("c", "sip:c@b", None, ("sip",))
+    after = replan(slots, (a, changed, new), now=1200.0)
+    assert [(s.target.name, s.due) for s in after] == [("a", 1600.0), ("b", 1200.0),
+                                                       ("c", 1200.0)]
+    assert after[1].target.interval_s == 300
 
 
 def test_boot_counter_survives_restarts(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import random
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -621,3 +622,41 @@ def test_the_daemon_keeps_calling_on_a_full_disk_and_shows_the_fault(small_disk:
                                         if not line.startswith("{"))
     logged = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert any(line.get("event") == "storage_error" for line in logged)
+
+
+@pytest.mark.parametrize(("at_dial", "at_end", "flag"), [(False, True, False), (True, True, True),
+                                                         (True, False, False)])
+def test_a_clock_set_during_the_call_leaves_the_result_flagged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at_dial: bool, at_end: bool,
+        flag: bool) -> None:
+    """started_at is read at the dial: when NTP sets the clock only during the call, that
+    timestamp is on the old clock, so the result must not say clock_synced.  (The kernel's
+    sync state cannot be changed here: the adapter that reads it is replaced, the call is
+    real, over the modem emulator's pty.)"""
+    import probe.runner
+    from probe.config import load_config
+    from probe.dial.modem import ModemDialer
+    from probe.runner import run_call
+    from probe.sim import probe_config
+    from probe.sim.modem import ModemEmulator, scenario
+
+    clock = {"synced": at_dial}
+    monkeypatch.setattr(probe.runner, "clock_synced", lambda: clock["synced"])
+
+    def ntp_sets_the_clock_once_answered(step: Any) -> None:
+        if step.name == "answered":
+            clock["synced"] = at_end
+    with ModemEmulator("sim7600", scenario("answered", pdd_ms=50, ring_ms=50)) as modem:
+        config = load_config(probe_config.write_config(
+            tmp_path, probe_id=PROBE,
+            modems={"gsm": {"port": modem.url, "model": "sim7600", "register_wait_s": 2}},
+            targets=[{"name": "mobile", "number": "+33100000000", "channels": ["gsm"],
+                      "expect": {"hold_s": 0.2, "max_ring_s": 3}}]))
+        modem_config = config.modem("gsm")
+        assert modem_config is not None
+        with ModemDialer(modem_config) as dialer:
+            doc = run_call(config, config.targets[0], "gsm", dialer, tmp_path / "audio",
+                           progress=ntp_sets_the_clock_once_answered)
+    assert doc["outcome"] == "answered"
+    assert clock["synced"] is at_end  # the step came
+    assert doc["clock_synced"] is flag
