@@ -540,3 +540,14 @@ def test_ctrl_c_during_a_call_hangs_up_and_exits_130_without_a_traceback(
     assert "probe: interrupted: the call was hung up" in err
     assert "Traceback" not in seen + err
     assert "aborted" in out, out  # still measured and shown
+
+
+def test_probe_version_loads_no_analysis_libraries() -> None:
+    """`probe --version` (and every parser build) leaves numpy, scipy and the audio models
+    unloaded: on a Pi 3 they cost a second of CPU before anything is printed."""
+    run = subprocess.run([sys.executable, "-X", "importtime", "-m", "probe", "--version"],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert run.returncode == 0 and run.stdout.startswith("hotline-probe ")
+    loaded = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines()}
+    assert "probe.cli" in loaded  # the import log is read
+    assert not loaded & {"numpy", "scipy", "probe.audio.analysis"}, sorted(loaded)

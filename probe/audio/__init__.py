@@ -23,6 +23,17 @@ module                 role
 =====================  ==================================================================
 """
 
-from probe.audio.analysis import RtpFacts, analyze, analyze_file
+from typing import Any
 
 __all__ = ["RtpFacts", "analyze", "analyze_file"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use (PEP 562): the analysis pulls numpy, scipy and the models, and
+    # every `probe` command builds its parser from probe.audio.cli (`probe --version` must not
+    # pay for them).
+    if name in __all__:
+        from probe.audio import analysis
+
+        return getattr(analysis, name)
+    raise AttributeError(f"module 'probe.audio' has no attribute {name!r}")
