@@ -14,11 +14,19 @@ cause (``AT+CEER`` or ``^CEND``).  ``OK`` after ``ATD...;`` only means "dial acc
     ── hold_s (DTMF after dtmf_after_s) ── AT+CHUP ── +CLCC ..,6 / ^CEND / NO CARRIER ──
        HANGUP                                                      END (cause)
 
+Nothing is sent while ``ATD`` waits for its final result: V.250 aborts a dial in progress on
+any character, and some modems hold that result until the far end answers (``dial_holds``:
+Wavecom/Sierra, ``+COLP=1``; the held ``OK`` or ``CONNECT`` is the answer).  URCs are handled
+meanwhile; audio, DTMF and polls wait for the final result; the probe's own give-up aborts the
+dial with a CR on purpose.  A modem that only offers polling (generic 27.007) gets ``AT+CLCC``
+every ``poll_s`` once ``ATD`` is final — the first poll at once, so a held ``OK`` of an unknown
+modem shows the call active and the answer is placed between the ``OK`` and that poll; any
+other state change is placed halfway between the two polls that saw it (error at most
+``poll_s / 2``).
+
 Analog (V.253) modems answer ``ATD`` only when their answer timer (``AT+VRA``) ran out after
 the ringback stopped, so the answer is the end of the last ringback burst (``<DLE>q`` after
 ``<DLE>r``), known when the ``OK`` arrives; then the sample stream (``AT+VRX``) is recorded.
-A modem that only offers polling (generic 27.007) gets ``AT+CLCC`` every ``poll_s``; a state
-change is placed halfway between the two polls that saw it (error at most ``poll_s / 2``).
 """
 
 from __future__ import annotations
@@ -138,15 +146,25 @@ class ModemCall:
         self.record.add(Ev.DIAL, self.t0, attempt=1, command=command)
         if self.audio.dialled is not None:
             self.audio.dialled(self.t0)
-        if self.poll_s:
-            self.next_poll = self.t0 + int(self.poll_s * 1e9)
-            self.prev_obs = self.t0
+        # Its final result may be "dial accepted" at once, or held until the answer: either
+        # way nothing else is written until it comes (a character would abort the dial).
+        self.dial_pending = pending
+
+    def _dial_final(self, final: str, t_ns: int) -> None:
+        """The final result of ``ATD``: the answer, the failure, or "dial accepted"."""
         if self.p.answer_by_timer:
-            self.dial_pending = pending  # V.253: the final result comes with the answer
+            self._analog_final(final, t_ns)
             return
-        response = self.at.finish(pending, 15.0)
-        if response.final != "OK":
-            self._final_to_end(response.final, response.final_ns)
+        if final in ("OK", "VCON") or final.startswith("CONNECT"):
+            if self.p.dial_holds or final.startswith("CONNECT"):
+                self._answered(t_ns, f"final:{final.split()[0]}")
+            elif self.poll_s:
+                self.next_poll = self.clock()  # at once: a held OK shows the call active
+                self.prev_obs = t_ns
+            if self.answer_ns is not None:
+                self._start_audio()  # an answer URC came before the final: audio waited
+            return
+        self._final_to_end(final, t_ns)
 
     def _step(self) -> None:
         self.beat()
@@ -162,11 +180,11 @@ class ModemCall:
         if pending is not None and pending.done.is_set() and not self.ended:
             self.dial_pending = None
             response = self.at.finish(pending, 0)
-            self._analog_final(response.final, response.final_ns)
+            self._dial_final(response.final, response.final_ns)
         if self.ended:
             return
         now = self.clock()
-        if self.next_poll is not None and now >= self.next_poll:
+        if self.next_poll is not None and self.dial_pending is None and now >= self.next_poll:
             self._poll()
         self._deadlines(self.clock())
 
@@ -222,8 +240,8 @@ class ModemCall:
         elif signal is Signal.ANSWERED:
             self._answered(t_ns, source)
         elif signal in END_SIGNALS:
-            if self.p.vrx and self.answer_ns is None and self.dial_pending is not None:
-                self._analog_end_early(signal, t_ns, text)
+            if self.dial_pending is not None:
+                self._end_while_dialling(signal, t_ns)
                 return
             self._network_end(signal, t_ns, text)
 
@@ -262,8 +280,9 @@ class ModemCall:
             return
         self._final_to_end(final, self.sit_ns or t_ns)
 
-    def _analog_end_early(self, signal: Signal, t_ns: int, text: str) -> None:
-        """Busy tone (or loop break) while ATD is still waiting: the modem's final follows."""
+    def _end_while_dialling(self, signal: Signal, t_ns: int) -> None:
+        """The call ended (busy tone, loop break, a released-call URC) while ATD is still
+        pending: the modem's final result follows; the end is when the signal came."""
         pending = self.dial_pending
         assert pending is not None
         self.dial_pending = None
@@ -273,7 +292,9 @@ class ModemCall:
         except ModemTimeout:
             self.at.write_raw(b"\r")  # any character aborts dialling
             word = RESULT_WORD[signal]
-        self._final_to_end(word if word not in ("OK", "VCON") else RESULT_WORD[signal], t_ns)
+        if word in ("OK", "VCON") or word.startswith("CONNECT"):
+            word = RESULT_WORD[signal]  # "dial accepted" just before the end: the end says it
+        self._final_to_end(word, t_ns)
 
     def _final_to_end(self, final: str, t_ns: int) -> None:
         signal = {"BUSY": Signal.BUSY, "NO ANSWER": Signal.NO_ANSWER,
@@ -331,7 +352,7 @@ class ModemCall:
             elif now - self.t0 >= int((plan.max_pdd_s + plan.max_ring_s) * 1e9):
                 self._give_up("no_progress")
             return
-        if plan.dtmf and not self.record.has(Ev.DTMF) \
+        if plan.dtmf and not self.record.has(Ev.DTMF) and self.dial_pending is None \
                 and now - self.answer_ns >= int(plan.dtmf_after_s * 1e9):
             self._send_dtmf(plan.dtmf)
         if now - self.answer_ns >= int(plan.hold_s * 1e9):
@@ -471,9 +492,11 @@ class ModemCall:
 
     # -- audio ------------------------------------------------------------------------------
     def _start_audio(self) -> None:
+        """Voice on, once ATD is final (an answer URC may come first: it then waits)."""
+        if self.dial_pending is not None or self.vrx_on or self.pcm_on:
+            return
         if self.p.vrx and self.audio.vrx_sink is not None:
-            if self.dial_pending is None:
-                self._start_vrx()
+            self._start_vrx()
         elif self.p.pcm is not None and self.audio.pcm_on is not None:
             self._start_pcm()
 

@@ -7,7 +7,17 @@ and contains no vendor ``if``.  Adding a modem is adding a :class:`Profile` to :
 (and its dialect to the emulator, ``probe/sim/modem.py``, so every test runs over it).
 
 Sources: each vendor's public AT command manual (its call-progress URCs: ``+CLCC`` pushes,
-``MO RING``/``MO CONNECTED``, ``^DSCI``/``^CONF``/``^CONN``/``^CEND``, V.253 DLE events).
+``MO RING``/``MO CONNECTED``, ``^DSCI``/``^CONF``/``^CONN``/``^CEND``, ``#ECAM``,
+``+UCALLSTAT``, ``+WIND``, ``+QIND: "ccinfo"``, V.253 DLE events); tests/data/modem-transcripts/
+holds a session per family and scenario written from those manuals (each names its section).
+
+Two ways a modem answers ``ATD<number>;``: most say ``OK`` at once ("dial accepted", 27.007 with
+``+COLP=0``) and report progress in URCs; some hold the final result until the far end answers
+(``OK``, or ``CONNECT``) or the call fails (``BUSY``, ``NO ANSWER``, ``NO CARRIER``) — V.250
+dialling, Wavecom/Sierra, ``+COLP=1``: :attr:`Profile.dial_holds`.  While a dial is pending any
+character the modem receives aborts it (V.250 6.3.1), so the dialer sends nothing then — not
+even to an unknown modem: the generic profile polls ``AT+CLCC`` only after the final result, and
+its first poll tells a held ``OK`` (the call already active) from "dial accepted".
 """
 
 from __future__ import annotations
@@ -77,6 +87,7 @@ class Profile:
     through_connect: bool = False  # may report "answered" at ringback (LTE CSFB)
     power_toggle: bool = False  # the power key toggles on/off (SIM800): check STATUS first
     answer_by_timer: bool = False  # V.253: OK to ATD arrives +VRA after the real answer
+    dial_holds: bool = False  # ATD's final result is the answer (OK / CONNECT) or the failure
 
     def matches(self, ident: str) -> bool:
         return any(re.search(rx, ident, re.IGNORECASE) for rx in self.identify)
@@ -85,12 +96,15 @@ class Profile:
 # The signals every 27.007 modem sends as URCs once a voice call was set up.
 _END = MappingProxyType({"no_carrier": Signal.ENDED, "busy": Signal.BUSY,
                          "no_answer": Signal.NO_ANSWER, "no_dialtone": Signal.NO_DIALTONE})
+# ... and those of modems that say CONNECT when the far end answers and HANGUP at the end.
+_CONNECT = MappingProxyType({**_END, "connect": Signal.ANSWERED, "hangup": Signal.ENDED})
 _CLCC = StateUrc("clcc", MappingProxyType({2: Signal.DIALING, 3: Signal.ALERTING,
                                            0: Signal.ANSWERED, 6: Signal.ENDED}))
 
 GENERIC = Profile(
-    "generic", "3gpp", "Any 3GPP TS 27.007 modem: polls AT+CLCC, cause from AT+CEER",
-    signals=_END, states=(_CLCC,), poll_clcc_s=0.25)
+    "generic", "3gpp", "Any 3GPP TS 27.007 modem: nothing sent while ATD is pending, then "
+    "AT+CLCC polled; an unsolicited CONNECT is an answer; cause from AT+CEER",
+    signals=_CONNECT, states=(_CLCC,), poll_clcc_s=0.25)
 
 SIM7600 = Profile(
     "sim7600", "simcom", "SIMCom SIM7500/SIM7600: AT+CLCC=1 pushes the call list",
@@ -116,6 +130,18 @@ SIM800 = Profile(
     signals={**_END, "mo_ring": Signal.ALERTING, "mo_connected": Signal.ANSWERED},
     hangup=("ATH", "AT+CHUP"), power_toggle=True)
 
+EC200 = Profile(
+    "ec200", "quectel", "Quectel EC200x / EG91xU (not Qualcomm based): AT+QINDCFG=\"ccinfo\",1 "
+    "pushes +QIND: \"ccinfo\" with the +CLCC fields; a released call has state -1",
+    identify=(r"\bEC200[A-Z]?\b", r"\bEG91[25][A-Z]\b"),
+    init=('AT+QINDCFG="ccinfo",1',),
+    urcs={"ccinfo": r'\+QIND: ?"ccinfo",(?P<id>\d+),(?P<dir>\d),(?P<stat>-?\d+),(?P<mode>\d+),'
+                    r"(?P<mpty>\d)(?P<rest>.*)"},
+    signals=_END,
+    states=(StateUrc("ccinfo", MappingProxyType({2: Signal.DIALING, 3: Signal.ALERTING,
+                                                 0: Signal.ANSWERED, -1: Signal.ENDED})),),
+    pcm=PcmAudio("AT+QPCMV=1,0", "AT+QPCMV=0"))
+
 QUECTEL = Profile(
     "quectel", "quectel", "Quectel EC2x/EG2x: AT^DSCI=1 (its own state numbers: 7 alerting, "
     "3 active, 6 released)",
@@ -137,10 +163,52 @@ HUAWEI = Profile(
                   r"(?:,\s*(?P<cause>\d+))?",
           "huawei_status": r"\^(?:RSSI|BOOT|MODE|SRVST|SIMST|DSFLOWRPT|STIN|EARST|CSNR|HCSQ|"
                            r"RSSILVL|SYSSTART|NWTIME)[: ].*"},
-    signals={**_END, "orig": Signal.DIALING, "conf": Signal.ALERTING,
+    signals={**_CONNECT, "orig": Signal.DIALING, "conf": Signal.ALERTING,
              "conn": Signal.ANSWERED, "cend": Signal.ENDED},
     cause_command=None, cause_urc="cend", duration_urc="cend",
     pcm=PcmAudio("AT^DDSETEX=2", None))
+
+TELIT = Profile(
+    "telit", "telit", "Telit (LE910, LN9x0, GL865, UE/UL/HE9x0): AT#ECAM=1 pushes #ECAM: "
+    "<ccid>,<ccstatus>,<calltype>,,,[<number>,<type>] (1 calling, 2 connecting: the far end "
+    "rings, 3 active, 7 busy, 0 idle)",
+    identify=(r"\bTelit\b", r"\b(?:LE|LN|GL|GE|HE|UE|UL|ME)9\d\d", r"\bGL8[67]\d"),
+    init=("AT#ECAM=1",),
+    urcs={"ecam": r"#ECAM: ?(?P<id>\d+),\s*(?P<stat>\d+),\s*(?P<type>\d+)(?P<rest>.*)"},
+    signals=_END,
+    states=(StateUrc("ecam", MappingProxyType({1: Signal.DIALING, 2: Signal.ALERTING,
+                                              3: Signal.ANSWERED, 7: Signal.BUSY,
+                                              0: Signal.ENDED})),))
+
+UBLOX = Profile(
+    "ublox", "ublox", "u-blox (SARA, LARA, TOBY, LISA): AT+UCALLSTAT=1 pushes +UCALLSTAT: "
+    "<call_id>,<stat> (2 dialling, 3 alerting, 0 active, 7 connected, 6 disconnected)",
+    identify=(r"u-blox", r"\b(?:SARA|LARA|TOBY|LISA|LEON)-[A-Z]\d"),
+    init=("AT+UCALLSTAT=1",),
+    urcs={"ucallstat": r"\+UCALLSTAT: ?(?P<id>\d+),\s*(?P<stat>\d+)"},
+    signals=_END,
+    states=(StateUrc("ucallstat", MappingProxyType({2: Signal.DIALING, 3: Signal.ALERTING,
+                                                   0: Signal.ANSWERED, 7: Signal.ANSWERED,
+                                                   6: Signal.ENDED})),))
+
+WAVECOM = Profile(
+    "wavecom", "sierra", "Sierra Wireless / Wavecom (AirPrime Q2xxx, WMP, Fastrack): ATD holds "
+    "its final result until the answer (OK) or the failure (BUSY, NO ANSWER, NO CARRIER); "
+    "AT+WIND: +WIND: 2 the far end rings, 5 call created, 6 released",
+    identify=(r"WAVECOM", r"\bWMP\d{2,3}\b", r"\bQ2[4-6]\d\d\b", r"\bFXT\d{3}\b"),
+    # +WIND mask: 2 calling party alert, 16 call created (+WIND: 5), 32 released (+WIND: 6)
+    init=("AT+WIND=50",),
+    urcs={"wind": r"\+WIND: ?(?P<what>\d+)(?:,(?P<id>\d+))?"},
+    signals={**_END, "wind:5": Signal.DIALING, "wind:2": Signal.ALERTING,
+             "wind:6": Signal.ENDED, "colp": Signal.ANSWERED},
+    hangup=("ATH", "AT+CHUP"), dial_holds=True)
+
+ZTE = Profile(
+    "zte", "zte", "ZTE MF-series voice (and older Huawei firmware): the answer is an "
+    "unsolicited CONNECT (some add a rate), the end HANGUP or NO CARRIER; alerting from "
+    "AT+CLCC polls",
+    identify=(r"\bZTE\b", r"\bMF\d{3}[A-Z]?\b"),
+    signals=_CONNECT, states=(_CLCC,), poll_clcc_s=0.25)
 
 V253 = Profile(
     "v253", "v253", "Analog voice modem, ITU-T V.253 / TIA IS-101 (AT+FCLASS=8): DLE-shielded "
@@ -154,8 +222,10 @@ V253 = Profile(
     dial="ATD{number}", hangup=("ATH",), cause_command=None, dtmf="AT+VTS={digit}",
     vrx=True, answer_by_timer=True)
 
+# Order matters: the first profile whose patterns match wins (EC200 before the other Quectels).
 PROFILES: dict[str, Profile] = {p.name: p for p in
-                                (GENERIC, SIM7600, A76XX, SIM800, QUECTEL, HUAWEI, V253)}
+                                (GENERIC, SIM7600, A76XX, SIM800, EC200, QUECTEL, HUAWEI, TELIT,
+                                 UBLOX, WAVECOM, ZTE, V253)}
 GSM_PROFILES = tuple(p for p in PROFILES.values() if p.channel == "gsm")
 
 

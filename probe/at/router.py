@@ -10,8 +10,11 @@ The rules, in order, for a line that arrives while a command is in flight::
 
 ``NO CARRIER``/``BUSY``/``NO ANSWER``/``NO DIALTONE`` are final results only for the commands
 that place or take a call (``ATD``, ``ATA``, ``ATO``); during any other command they are the
-URCs that say a call ended.  With no command in flight every line is a URC (``"unknown"`` when
-no pattern knows it).  Pure: the reader thread drives it; tests drive it byte by byte.
+URCs that say a call ended.  ``CONNECT`` likewise ends only those and the commands that start a
+stream (V.253 ``AT+VRX``, ``AT+VTX``, ``AT+VTR``): a voice modem that reports the answer as an
+unsolicited ``CONNECT`` must not end an ``AT+CLCC`` poll in flight with it.  With no command
+in flight every line is a URC (``"unknown"`` when no pattern knows it).  Pure: the reader
+thread drives it; tests drive it byte by byte.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ from dataclasses import dataclass, field
 from probe.at.lines import DleEvent, Framer, Line, StreamEnd
 from probe.at.urc import Urc, UrcTable
 
-SUCCESS = re.compile(r"OK|CONNECT(?: .*)?|VCON")
+SUCCESS = re.compile(r"OK|VCON")
+CONNECT = re.compile(r"CONNECT(?: .*)?")
 ERROR = re.compile(r"ERROR|COMMAND NOT SUPPORT|\+CM[ES] ERROR: ?.*")
 CALL_FINAL = re.compile(r"NO CARRIER|BUSY|NO ANSWER|NO DIAL ?TONE")
 CALL_COMMAND = re.compile(r"AT\s*[DAO]", re.IGNORECASE)
+STREAM_COMMAND = re.compile(r"AT\s*\+V(?:RX|TX|TR)\b", re.IGNORECASE)
 _PREFIX = re.compile(r"AT\s*([+^$#%][A-Za-z0-9]+)", re.IGNORECASE)
 _FIELD2_BARE = re.compile(r"[^,]*,\s*\d+(?:,.*)?")
 
@@ -76,10 +81,12 @@ class Pending:
             self.accept = ((lambda t: t.upper().startswith(prefix) and form(t)) if form
                            else (lambda t: t.upper().startswith(prefix)))
         self.call = bool(CALL_COMMAND.match(self.command))
+        self.connects = self.call or bool(STREAM_COMMAND.match(self.command))
 
     def is_final(self, text: str) -> bool:
         return bool(SUCCESS.fullmatch(text) or ERROR.fullmatch(text)
-                    or (self.call and CALL_FINAL.fullmatch(text)))
+                    or (self.call and CALL_FINAL.fullmatch(text))
+                    or (self.connects and CONNECT.fullmatch(text)))
 
     def is_echo(self, text: str) -> bool:
         return _squash(text) == _squash(self.command)

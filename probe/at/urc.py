@@ -22,6 +22,11 @@ STANDARD: dict[str, str] = {
     "busy": r"BUSY",
     "no_answer": r"NO ANSWER",
     "no_dialtone": r"NO DIAL ?TONE",
+    # Voice modems that report the answer as an unsolicited CONNECT (with a rate on some) and
+    # the end as HANGUP (ZTE, older Huawei firmware); a CONNECT that answers a command is that
+    # command's final result, never this URC (probe.at.router).
+    "connect": r"CONNECT(?: (?P<rate>\d+))?",
+    "hangup": r"HANGUP(?:: ?(?P<id>\d+))?",
     "clcc": r"\+CLCC: ?(?P<id>\d+),(?P<dir>\d),(?P<stat>\d+),(?P<mode>\d+),(?P<mpty>\d)"
             r"(?P<rest>.*)",
     "creg": r"\+C(?P<domain>G|E)?REG: ?(?P<stat>\d)(?P<rest>(?:,\"?[0-9A-Fa-f]*\"?)*(?:,\d+)?)",
