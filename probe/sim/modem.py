@@ -18,6 +18,10 @@ clock read right after the write, so tests compare the probe's stamps with it::
         modem.marks["alerting"] - modem.marks["dial"]   # == scenario.pdd_ms, give or take
 
 Scenario delays are milliseconds after the ``ATD`` line's CR arrived (``marks["dial"]``).
+
+Replay: ``ModemEmulator.replaying(path)`` answers as a transcript says (a field capture, or a
+session written from a vendor's manual; the format and the rules are in
+:mod:`probe.sim.transcript`), its family's dialect answering what the transcript leaves out.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from probe.sim.transcript import FINAL, Line, Replay, Transcript
+from probe.sim.transcript import load as load_transcript
 
 DLE = b"\x10"
 TONE_HZ = 440.0
@@ -116,6 +123,16 @@ IDENTITIES: dict[str, Identity] = {
     "huawei": Identity("huawei", "E1752", "11.126.13.00.00",
                        "Manufacturer: huawei\r\nModel: E1752"),
     "v253": Identity("CONEXANT", "CX93001-EIS_V0.2002-V92", "", "CX93001-EIS_V0.2002-V92"),
+    # the families below speak through transcripts (tests/data/modem-transcripts/); these
+    # identities answer what a transcript leaves out
+    "telit": Identity("Telit", "LE910C1-EU", "25.21.660", "Telit\r\nLE910C1-EU\r\n25.21.660"),
+    "ublox": Identity("u-blox", "SARA-U270", "23.60", "u-blox\r\nSARA-U270"),
+    "wavecom": Identity("WAVECOM MODEM", "MULTIBAND  900E  1800", "R7.46", "WAVECOM MODEM\r\n"
+                        "MULTIBAND  900E  1800"),
+    "ec200": Identity("Quectel", "EC200U", "EC200UEUAAR03A01M08", "Quectel\r\nEC200U\r\n"
+                      "Revision: EC200UEUAAR03A01M08"),
+    "zte": Identity("ZTE INCORPORATED", "MF626", "BD_P673A2V1.0.0B09", "Manufacturer: ZTE "
+                    "INCORPORATED\r\nModel: MF626"),
 }
 
 IMEI = "358240051111110"
@@ -128,10 +145,14 @@ class ModemEmulator:
     def __init__(self, family: str, scenario: Scenario | None = None, *,
                  directory: Path | None = None, audio_port: bool = False,
                  number_echo: bool = True, cadence_ms: tuple[int, int] = (150, 250),
-                 clock: Callable[[], int] = time.monotonic_ns, seed: int = 7) -> None:
+                 clock: Callable[[], int] = time.monotonic_ns, seed: int = 7,
+                 transcript: Transcript | None = None, speed: float = 1.0) -> None:
         if family not in IDENTITIES:
             raise ValueError(f"no emulated modem family {family!r}")
         self.family = family
+        self.replay = Replay(transcript, speed) if transcript is not None else None
+        self.replay_gen = 0  # an aborted dial drops what it still had to say
+        self.replay_dialling = False  # a replayed ATD has not written its final result yet
         self.scenario = scenario or SCENARIOS["answered"]
         self.ident = IDENTITIES[family]
         self.clock = clock
@@ -144,6 +165,7 @@ class ModemEmulator:
             else None
         self.marks: dict[str, int] = {}
         self.received: list[str] = []  # every command line, in order
+        self.received_ns: list[int] = []  # ... and when its CR arrived
         self.rng = random.Random(seed)
         self._lock = threading.RLock()
         self._timers: list[tuple[int, int, Callable[[], None]]] = []
@@ -185,8 +207,16 @@ class ModemEmulator:
         self.pcm_start_ns: int | None = None
         self.pcm_sent = 0
 
+    @classmethod
+    def replaying(cls, path: Path, **kw: Any) -> ModemEmulator:
+        """An emulator that plays the transcript at ``path`` (family from its header)."""
+        transcript = load_transcript(path)
+        return cls(transcript.family, transcript=transcript, **kw)
+
     def start(self) -> ModemEmulator:
         self._plug()
+        if self.replay is not None:
+            self._replay_schedule(self.replay.boot_lines())
         self._thread = threading.Thread(target=self._loop, name=f"modem-sim-{self.family}",
                                         daemon=True)
         self._thread.start()
@@ -372,6 +402,9 @@ class ModemEmulator:
             self.vrx = False
             self._write(DLE + b"\x03\r\nOK\r\n")
             data = data.split(b"\x10!", 1)[1]
+        if self.replay is not None and self.replay_dialling and data:
+            self._replay_abort()  # any character aborts dialling (V.250 6.3.1)
+            return
         if self.atd_pending and data:  # any character aborts dialling (V.250 6.3.1)
             self.atd_pending = False
             self._end_call()
@@ -385,6 +418,7 @@ class ModemEmulator:
                 self._inbuf.clear()
                 if line:
                     self.received.append(line)
+                    self.received_ns.append(self.clock())
                     if not self.hung and self.clock() >= self._silent_until():
                         self._command(line)
             elif byte != 0x0A:
@@ -413,6 +447,8 @@ class ModemEmulator:
         self._final("COMMAND NOT SUPPORT" if self.family == "huawei" else "ERROR")
 
     def _command(self, line: str) -> None:
+        if self.replay is not None and self._replayed(line):
+            return None
         self._noise()
         up = line.upper()
         if not up.startswith("AT"):
@@ -453,6 +489,53 @@ class ModemEmulator:
         if self.family == "huawei":
             h["^DDSETEX"] = self._pcm_cmd
         return h
+
+    # -- replay ---------------------------------------------------------------------------
+    def _replayed(self, line: str) -> bool:
+        """Answer ``line`` from the transcript; False: the family's dialect answers it (and a
+        dial the transcript does not script is refused: the transcript says how calls go)."""
+        assert self.replay is not None
+        now = self.clock()
+        reply = self.replay.command(line, now)
+        body = line.upper()[2:].strip()
+        if reply is None:
+            if _key(body) == "D":
+                self._final("ERROR")
+                return True
+            return False
+        if _key(body) in ("E", "Z"):  # the echo follows what the modem was told
+            self.echo = body != "E0"
+        if _key(body) == "D":
+            self.marks["dial"] = now
+            self.replay_gen += 1
+            self.replay_dialling = True
+        self._replay_schedule(reply.lines, now)
+        return True
+
+    def _replay_schedule(self, lines: list[tuple[float, Line]], now: int | None = None) -> None:
+        base = self.clock() if now is None else now
+        gen = self.replay_gen
+        for delay_s, line in lines:
+            self._at_ns(base + int(delay_s * 1e9), functools.partial(self._replay_write, gen,
+                                                                      line))
+
+    def _replay_write(self, gen: int, line: Line) -> None:
+        if gen != self.replay_gen:
+            return  # the dial this line belonged to was aborted
+        self._write(f"\r\n{line.text}\r\n".encode())
+        if line.mark:
+            self.marks[line.mark] = self.clock()
+        if self.replay_dialling and FINAL.fullmatch(line.text):
+            self.replay_dialling = False
+            self.marks["dial_final"] = self.clock()
+
+    def _replay_abort(self) -> None:
+        assert self.replay is not None
+        now = self.clock()
+        self.marks["abort"] = self.marks["dial_final"] = now
+        self.replay_gen += 1
+        self.replay_dialling = False
+        self._replay_schedule(self.replay.abort(now).lines, now)
 
     # -- plain commands ---------------------------------------------------------------------
     def _ok(self, body: str, line: str) -> None:
