@@ -10,6 +10,7 @@ import json
 import os
 import random
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,17 @@ def _wait(predicate, timeout: float, what: str) -> None:
 
 
 # -- deliveries that never finish ---------------------------------------------------------------
+
+def start_daemon(config: Path) -> subprocess.Popen[str]:
+    """`probe run` on ``config``, its JSON log lines on a pipe (read at the end)."""
+    return subprocess.Popen([sys.executable, "-m", "probe", "run", "-c", str(config),
+                             "--log-format", "json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def results_heard(sub: Subscriber) -> list[dict]:
+    return [m.json() for m in sub.messages if m.topic.endswith("/result")]
+
 
 def test_dozens_of_broker_kill_9_during_a_drain_lose_nothing_and_leak_no_window(
         tmp_path: Path) -> None:
@@ -202,7 +214,6 @@ def test_the_daemon_rides_out_a_modem_unplug_and_calls_again_after_replug(
     the hotline), delivered; after the re-plug the same process calls through the modem again
     (the port reopened, no restart); no worker died and no probe fault lost a call."""
     import signal
-    import sys
 
     from probe.sim import probe_config
     from probe.sim.modem import ModemEmulator, scenario
@@ -217,13 +228,11 @@ def test_the_daemon_rides_out_a_modem_unplug_and_calls_again_after_replug(
                             "model": "sim7600", "register_wait_s": 2}},
             targets=[{"name": "mobile", "number": "+33100000000", "channels": ["gsm"],
                       "interval_s": 3600, "expect": {"hold_s": 0.2, "max_ring_s": 3}}])
-        daemon = subprocess.Popen([sys.executable, "-m", "probe", "run", "-c", str(config),
-                                   "--log-format", "json"], stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
+        daemon = start_daemon(config)
         ops = CommandSender(broker, PROBE)
         try:
             def results() -> list[dict]:
-                return [m.json() for m in sub.messages if m.topic.endswith("/result")]
+                return results_heard(sub)
 
             sub.wait_for(lambda msgs: len(results()) >= 1, 30)
             assert results()[0]["outcome"] == "answered"
@@ -574,7 +583,6 @@ def test_the_daemon_keeps_calling_on_a_full_disk_and_shows_the_fault(small_disk:
     kept (the verdict history waits in memory), health and LED show the probe fault, the next
     call happens once asked, and nothing leaves a raw traceback."""
     import signal
-    import sys
 
     from probe.sim import probe_config
     from probe.sim.hotline import HotlineBehaviour, SippHotline
@@ -588,13 +596,11 @@ def test_the_daemon_keeps_calling_on_a_full_disk_and_shows_the_fault(small_disk:
             targets=[probe_config.sip_target("first", hotline.uri, interval_s=3600, hold_s=0.3),
                      probe_config.sip_target("second", hotline.uri, interval_s=3600,
                                              hold_s=3)])
-        daemon = subprocess.Popen([sys.executable, "-m", "probe", "run", "-c", str(config),
-                                   "--log-format", "json"], stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
+        daemon = start_daemon(config)
         ops = CommandSender(broker, PROBE)
         try:
             def results() -> list[dict]:
-                return [m.json() for m in sub.messages if m.topic.endswith("/result")]
+                return results_heard(sub)
 
             sub.wait_for(lambda msgs: len(results()) >= 1, 30)
             filler = fill(small_disk)  # the second call is on the line now
