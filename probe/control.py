@@ -58,16 +58,33 @@ def reachable(path: Path) -> bool:
     return len(os.fsencode(path)) <= MAX_SOCKET_PATH
 
 
+def _connect(path: Path) -> socket.socket | None:
+    """A socket connected to the daemon on ``path``; None when none listens there (no file, a
+    stale one, or a path too long to be a socket).  Other errors (PermissionError) propagate."""
+    if not reachable(path):
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(CONNECT_TIMEOUT_S)
+    try:
+        sock.connect(os.fspath(path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()
+        return None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def answers(path: Path) -> bool:
     """Whether a daemon is listening on ``path`` now (a stale socket file refuses)."""
-    if not reachable(path):
+    try:
+        sock = _connect(path)
+    except OSError:
         return False
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(CONNECT_TIMEOUT_S)
-        try:
-            probe.connect(os.fspath(path))
-        except OSError:
-            return False
+    if sock is None:
+        return False
+    sock.close()
     return True
 
 
@@ -206,14 +223,10 @@ def request(path: Path, command: str, args: dict[str, Any],
     daemon listens there.  ``progress`` is told the steps the daemon streams meanwhile.
 
     :class:`PermissionError` when a daemon is there but this user may not command it."""
-    if not reachable(path):
+    connected = _connect(path)
+    if connected is None:
         return None
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(CONNECT_TIMEOUT_S)
-        try:
-            sock.connect(os.fspath(path))
-        except (FileNotFoundError, ConnectionRefusedError):  # no daemon, or a stale socket
-            return None
+    with connected as sock:
         sock.sendall(json.dumps({"command": command, "args": args}).encode() + b"\n")
         sock.settimeout(None)  # a call queued behind another may take minutes
         for line in sock.makefile("rb"):
