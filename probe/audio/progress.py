@@ -59,6 +59,7 @@ SMEAR_HZ = 30.0
 SMEARED_SCORE = 0.3
 DROPOUT_S = 0.07
 BACKGROUND_DB = 6.0
+GAP_FILL_DB = 3.0
 WEAK_CHECKED = 3  # a run on this few checked durations lists what it cannot exclude
 AGREE_SHARE = 0.75
 SINGLE_BURST_MIN_S = 0.8
@@ -322,13 +323,20 @@ def merge_dropouts(segments: list[ToneSegment]) -> list[ToneSegment]:
 
 
 def _without_background(segments: list[ToneSegment]) -> list[ToneSegment]:
-    """Segments that are no tone and :data:`BACKGROUND_DB` below a tone next to them left out:
-    a codec's comfort noise in a cadence's gaps (AMR with DTX shapes it like the tone), which
+    """Segments that are no tone and :data:`BACKGROUND_DB` below a tone next to them, or that sit
+    between two bursts of one tone, :data:`GAP_FILL_DB` quieter and not that tone, left out: a
+    codec's comfort noise in a cadence's gaps (AMR with DTX shapes it like the tone), which
     would otherwise hide the gap."""
     keep = []
     for i, s in enumerate(segments):
         near = [n for n in segments[max(0, i - 1):i + 2] if n is not s and _tone_like(n)]
         if not _tone_like(s) and any(s.level_db < n.level_db - BACKGROUND_DB for n in near):
+            continue
+        # between two bursts of one tone, quieter and not that tone: what fills the gap
+        if (0 < i < len(segments) - 1 and _one_tone(segments[i - 1], segments[i + 1])
+                and not _one_tone(s, segments[i - 1])
+                and s.level_db < min(segments[i - 1].level_db, segments[i + 1].level_db)
+                - GAP_FILL_DB):
             continue
         keep.append(s)
     return keep
@@ -478,15 +486,16 @@ def _unknown_events(segs: list[ToneSegment], claimed: set[int]) -> list[ToneEven
 def _tone_like(seg: ToneSegment) -> bool:
     """One or two tones (each with any AM sidebands within 60 Hz) holding 80 % of the power,
     not an octave or a twelfth apart: a vowel's harmonics fail this, a telephone tone passes."""
-    groups: list[list[float]] = []  # [frequency, share] of each tone, strongest first
-    for c in seg.components:
-        near = next((g for g in groups if abs(c.freq - g[0]) <= 60.0), None)
+    groups: list[list[float]] = []  # [frequency, main share, share] of each tone
+    for c in seg.components:  # strongest first: a sideband is well below its carrier
+        near = next((g for g in groups if abs(c.freq - g[0]) <= 60.0 and c.share <= 0.6 * g[1]),
+                    None)
         if near is not None:
-            near[1] += c.share
+            near[2] += c.share
         else:
-            groups.append([c.freq, c.share])
-    strong = [g for g in groups if g[1] >= 0.1]
-    if not 1 <= len(strong) <= 2 or sum(g[1] for g in strong) < 0.8:
+            groups.append([c.freq, c.share, c.share])
+    strong = [g for g in groups if g[2] >= 0.1]
+    if not 1 <= len(strong) <= 2 or sum(g[2] for g in strong) < 0.8:
         return False
     if len(strong) == 2:
         ratio = max(strong[0][0], strong[1][0]) / min(strong[0][0], strong[1][0])
