@@ -16,7 +16,7 @@ sox, the degradations of a real channel; accuracy per degradation and country, e
   fits too, the case is ambiguous and "honest" is the best answer: the true kind named, or named
   among the alternatives the event lists.
 
-    .venv/bin/python -m tests.benchmarks --only standards           # the sweep (~2 min)
+    .venv/bin/python -m tests.benchmarks --only standards           # the sweep (~2-3 min)
     .venv/bin/python -m tests.benchmarks --only standards --quick   # a smaller sweep
 """
 
@@ -370,7 +370,8 @@ def render(cs: Sequence[Case], seed: int) -> list[np.ndarray]:
 @dataclass(frozen=True)
 class Outcome:
     case: Case
-    verdict: str  # "right", "honest" (ambiguous excerpt, truth among the alternatives), "miss"
+    verdict: str  # "right", "honest" (ambiguous excerpt, or without a zone plans that disagree:
+    # the truth among the alternatives), "miss"
     compatible: frozenset[str]  # kinds the excerpt cannot exclude
     got: ToneEvent | None  # the primary (longest) event
     others: tuple[str, ...]  # kinds of the other events
@@ -415,7 +416,9 @@ def judge(case: Case, events: list[ToneEvent], compatible: set[str],
     if primary is not None and not wrong_other:
         if primary.kind == truth:
             verdict = "right"
-        elif len(compatible) > 1 and primary.kind in compatible and truth in primary.candidates:
+        elif truth in primary.candidates and (
+                (len(compatible) > 1 and primary.kind in compatible)
+                or (zone is None and primary.kind == "unknown")):  # the plans disagree
             verdict = "honest"
     return Outcome(case, verdict, frozenset(compatible), primary, others, zone)
 
@@ -527,5 +530,6 @@ def report(r: StandardsResult) -> str:
              f"{u['right_or_honest']:.1%}"]
     for by in ("noise", "codec", "excerpt", "band", "loss", "level", "freq", "kind", "country"):
         lines += [f"With the zone, by {by}", accuracy_table(r.zoned, by)]
-    lines += ["Misses with the zone", miss_table(r.zoned)]
+    lines += ["Without a zone, by excerpt", accuracy_table(r.unzoned, "excerpt"),
+              "Misses with the zone", miss_table(r.zoned)]
     return "\n".join(lines)
