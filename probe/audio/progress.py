@@ -41,6 +41,7 @@ share of the likelihood; unknown: 0.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -167,9 +168,7 @@ def _evidence(m: cad.CadenceMatch, spec: ToneSpec, longest: float, zoned: bool,
 
 
 def _runs_for(spec: ToneSpec, segs: list[ToneSegment], scores: list[float | None],
-              max_gap: float, zoned: bool, end: float) -> list[_Run]:
-    smeared = [sc is None and smeared_fit(s, spec.tone) for s, sc in zip(segs, scores,
-                                                                          strict=True)]
+              smeared: list[bool], max_gap: float, zoned: bool, end: float) -> list[_Run]:
     runs: list[_Run] = []
     i = 0
     n = len(segs)
@@ -235,6 +234,10 @@ def classify(segments: list[ToneSegment], zone: str | None = None,
     code = resolve_zone(zone) if zone else None
     specs = plan(code) if code else all_specs()
     scores = _scores(specs, segs)
+    specs_by_tone = {spec.tone.expr: spec.tone for spec in specs}
+    smeared = {expr: [v is None and smeared_fit(s, specs_by_tone[expr]) for s, v in
+                      zip(segs, sc, strict=True)]
+               for expr, sc in scores.items()}
     end = duration if duration is not None else max((s.end for s in segments), default=0.0)
     runs: list[_Run] = []
     for spec in specs:
@@ -242,7 +245,8 @@ def classify(segments: list[ToneSegment], zone: str | None = None,
         if not any(v is not None for v in sc):
             continue
         max_gap = (max(spec.offs) + cad.tolerance(max(spec.offs))) if spec.offs else 0.1
-        runs.extend(_runs_for(spec, segs, sc, max_gap, code is not None, end))
+        runs.extend(_runs_for(spec, segs, sc, smeared[spec.tone.expr], max_gap,
+                              code is not None, end))
 
     events: list[ToneEvent] = [_sit_event(s) for s in sits]
     claimed: set[int] = set()
@@ -251,7 +255,8 @@ def classify(segments: list[ToneSegment], zone: str | None = None,
         if idx & claimed:
             continue
         claimed |= idx
-        run = _with_edge_fragments(run, segs, scores[run.spec.tone.expr], claimed)
+        run = _with_edge_fragments(run, segs, scores[run.spec.tone.expr],
+                                   smeared[run.spec.tone.expr], claimed)
         size = run.last - run.first + 1
         rivals = [r for r in runs if r.score >= 0.8 * run.score
                   and min(r.last, run.last) - max(r.first, run.first) + 1 >= 0.8 * size]
@@ -259,13 +264,13 @@ def classify(segments: list[ToneSegment], zone: str | None = None,
         if code is not None and run.match.checked <= WEAK_CHECKED:
             ev = _with_unexcluded(ev, run, specs, segs, scores)
         events.append(ev)
-    events += _partial_events(specs, segs, scores, claimed, end, code is not None)
+    events += _partial_events(specs, segs, scores, smeared, claimed, end, code is not None)
     events += _unknown_events(segs, claimed)
     return sorted(events, key=lambda e: e.start)
 
 
 def _with_edge_fragments(run: _Run, segs: list[ToneSegment], sc: list[float | None],
-                         claimed: set[int]) -> _Run:
+                         smeared: list[bool], claimed: set[int]) -> _Run:
     """The run with the unclaimed pieces of its tone just before and after it (a burst cut by
     a drop-out or the channel, no longer than the spec's longest burst, its gap fitting),
     which would otherwise be named apart as some shorter-cadenced kind; ``claimed`` grows."""
@@ -277,7 +282,7 @@ def _with_edge_fragments(run: _Run, segs: list[ToneSegment], sc: list[float | No
 
     def fits(k: int, gap: float) -> bool:
         return (k not in claimed and 0 <= gap <= max_gap and segs[k].duration <= longest
-                and (sc[k] is not None or smeared_fit(segs[k], spec.tone)))
+                and (sc[k] is not None or smeared[k]))
 
     first, last = run.first, run.last
     while first > 0 and fits(first - 1, segs[first].start - segs[first - 1].end):
@@ -328,9 +333,10 @@ def _without_background(segments: list[ToneSegment]) -> list[ToneSegment]:
     codec's comfort noise in a cadence's gaps (AMR with DTX shapes it like the tone), which
     would otherwise hide the gap."""
     keep = []
+    like = [_tone_like(s) for s in segments]
     for i, s in enumerate(segments):
-        near = [n for n in segments[max(0, i - 1):i + 2] if n is not s and _tone_like(n)]
-        if not _tone_like(s) and any(s.level_db < n.level_db - BACKGROUND_DB for n in near):
+        near = [segments[k] for k in (i - 1, i + 1) if 0 <= k < len(segments) and like[k]]
+        if not like[i] and any(s.level_db < n.level_db - BACKGROUND_DB for n in near):
             continue
         # between two bursts of one tone, quieter and not that tone: what fills the gap
         if (0 < i < len(segments) - 1 and _one_tone(segments[i - 1], segments[i + 1])
@@ -370,8 +376,8 @@ class _Partial:
 
 
 def _partial_events(specs: tuple[ToneSpec, ...], segs: list[ToneSegment],
-                    scores: dict[str, list[float | None]], claimed: set[int], end: float,
-                    zoned: bool) -> list[ToneEvent]:
+                    scores: dict[str, list[float | None]], smeared: dict[str, list[bool]],
+                    claimed: set[int], end: float, zoned: bool) -> list[ToneEvent]:
     """Bursts no run explains, too few to match a cadence (less than a cycle): named from what
     they hold (:func:`probe.audio.cadence.partial_likelihood`), the most likely kind first, with
     a lower confidence and every other kind they cannot exclude as ``candidates``."""
@@ -380,8 +386,8 @@ def _partial_events(specs: tuple[ToneSpec, ...], segs: list[ToneSegment],
         sc = scores[spec.tone.expr]
         max_gap = (max(spec.offs) + cad.tolerance(max(spec.offs))) if spec.offs else 0.1
         # a smeared burst (see smeared_fit) counts, with a low score
-        fit = [v if v is not None else SMEARED_SCORE if smeared_fit(s, spec.tone) else None
-               for s, v in zip(segs, sc, strict=True)]
+        fit = [v if v is not None else SMEARED_SCORE if sm else None
+               for v, sm in zip(sc, smeared[spec.tone.expr], strict=True)]
         i = 0
         while i < len(segs):
             if i in claimed or fit[i] is None:
@@ -503,22 +509,33 @@ def _tone_like(seg: ToneSegment) -> bool:
     return True
 
 
+@functools.cache
+def _all_tones() -> dict[str, Tone]:
+    return {spec.tone.expr: spec.tone for spec in all_specs()}
+
+
 def _nearest(freqs: tuple[float, ...], bursts: list[ToneSegment],
              count: int = 3) -> dict[str, list[str]]:
     """The ``count`` specs of all plans nearest to the measured tone (relative frequency error,
     then the on-time), as kind -> countries."""
     on = sorted(s.duration for s in bursts)[len(bursts) // 2]
+    heard = sorted(freqs)
 
-    def distance(spec: ToneSpec) -> tuple[float, float]:
-        main = sorted(spec.tone.main)
-        heard = sorted(freqs)[:len(main)] if len(freqs) >= len(main) else sorted(freqs)
+    def tone_error(tone: Tone) -> float:
+        main = sorted(tone.main)
         err = sum(min(abs(h - m) / m for h in heard) for m in main) / len(main)
-        err += 0.05 * abs(len(main) - len(freqs))
-        timing = min((abs(on - o) / o for o in spec.ons), default=0.0 if on > 2.6 else 1.0)
-        return round(err, 2), timing
+        return round(err + 0.05 * abs(len(main) - len(freqs)), 2)
 
+    def timing(spec: ToneSpec) -> float:
+        return min((abs(on - o) / o for o in spec.ons), default=0.0 if on > 2.6 else 1.0)
+
+    # the frequency error once per distinct tone (a few dozen), the timing only for the specs
+    # of the nearest tones
+    errors = {expr: tone_error(tone) for expr, tone in _all_tones().items()}
+    cut = sorted(set(errors.values()))[:count]
+    near = [spec for spec in all_specs() if errors[spec.tone.expr] <= cut[-1]]
     out: dict[str, list[str]] = defaultdict(list)
-    for spec in sorted(all_specs(), key=distance)[:count]:
+    for spec in sorted(near, key=lambda sp: (errors[sp.tone.expr], timing(sp)))[:count]:
         if spec.country not in out[spec.kind]:
             out[spec.kind].append(spec.country)
     return dict(out)
