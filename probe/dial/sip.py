@@ -235,7 +235,7 @@ class SipDialer:
         self._transport_id: int | None = None
         self._log_writer = _LogWriter()  # pjsua2 keeps a raw pointer: we keep the object
         self._abort = threading.Event()  # set from any thread: hang up the current call now
-        self._linger_until = 0  # monotonic ns: close() keeps pumping until then (see _release)
+        self._cancelled = False  # a CANCEL whose 487 close() must still read and ACK (_release)
         self.last_beat = time.monotonic()  # the owning thread is alive (for the watchdog)
         self.version = ""
 
@@ -319,7 +319,11 @@ class SipDialer:
             return
         self._check_thread()
         ep = self._ep
-        while time.monotonic_ns() < self._linger_until:
+        # Counted from here, not from the CANCEL: the call's analysis runs in between without
+        # pumping, and a linger spent during it would read nothing (the 487 then stays un-ACKed
+        # and the far end resends it for 32 s).
+        linger_until = time.monotonic_ns() + (CANCEL_LINGER_NS if self._cancelled else 0)
+        while time.monotonic_ns() < linger_until:
             self._pump()
         if self._account is not None:
             if self.account_config.registrar and self.registration.code == 200:
@@ -466,7 +470,7 @@ class SipDialer:
             # pjsua reports the call DISCONNECTED as soon as its CANCEL is sent; the far end's
             # 487 still has to arrive and be ACKed by the transaction layer (else it is resent
             # for 32 s), so the endpoint must not be destroyed at once.
-            self._linger_until = time.monotonic_ns() + CANCEL_LINGER_NS
+            self._cancelled = True
         recorder = call.recorder
         wav = call.recorder_path if recorder is not None else None
         call.recorder = None
