@@ -19,6 +19,7 @@ from probe.audio.plans import KINDS, UnknownZone, countries, resolve_zone
 from probe.audio.progress import ToneEvent, classify
 from probe.audio.tones import find_tone_segments
 from tests.benchmarks import bench_tone_standards as corpus
+from tests.test_audio_tones import show_report
 
 RATE = 8000
 
@@ -28,14 +29,7 @@ def report(request: pytest.FixtureRequest):
     """Lines printed after the module's tests (visible without -s)."""
     lines: list[str] = []
     yield lines
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None or not lines:
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line("")
-        for line in lines:
-            reporter.write_line(line)
+    show_report(request, lines)
 
 
 def hear(x: np.ndarray, zone: str | None = None) -> list[ToneEvent]:

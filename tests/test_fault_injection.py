@@ -231,15 +231,12 @@ def test_the_daemon_rides_out_a_modem_unplug_and_calls_again_after_replug(
         daemon = start_daemon(config)
         ops = CommandSender(broker, PROBE)
         try:
-            def results() -> list[dict]:
-                return results_heard(sub)
-
-            sub.wait_for(lambda msgs: len(results()) >= 1, 30)
-            assert results()[0]["outcome"] == "answered"
+            sub.wait_for(lambda msgs: len(results_heard(sub)) >= 1, 30)
+            assert results_heard(sub)[0]["outcome"] == "answered"
             modem.unplug()  # the by-id path vanishes with the device
             ops.send("run", b'{"target": "mobile"}', correlation=b"unplugged")
-            sub.wait_for(lambda msgs: len(results()) >= 2, 30)
-            unplugged = results()[1]
+            sub.wait_for(lambda msgs: len(results_heard(sub)) >= 2, 30)
+            unplugged = results_heard(sub)[1]
             assert unplugged["outcome"] == "modem_error"
             assert unplugged["modem"]["error"].startswith("modem.")  # the cause: the dialer's
             diagnosis = unplugged["diagnosis"]
@@ -247,8 +244,8 @@ def test_the_daemon_rides_out_a_modem_unplug_and_calls_again_after_replug(
             assert {c["scope"] for c in diagnosis["causes"]} == {"probe"}
             modem.replug()  # re-enumeration: the same path, a new tty, a modem just booted
             ops.send("run", b'{"target": "mobile"}', correlation=b"replugged")
-            sub.wait_for(lambda msgs: len(results()) >= 3, 30)
-            replugged = results()[2]
+            sub.wait_for(lambda msgs: len(results_heard(sub)) >= 3, 30)
+            replugged = results_heard(sub)[2]
             assert replugged["outcome"] == "answered"
             assert daemon.poll() is None
         finally:
@@ -599,12 +596,9 @@ def test_the_daemon_keeps_calling_on_a_full_disk_and_shows_the_fault(small_disk:
         daemon = start_daemon(config)
         ops = CommandSender(broker, PROBE)
         try:
-            def results() -> list[dict]:
-                return results_heard(sub)
-
-            sub.wait_for(lambda msgs: len(results()) >= 1, 30)
+            sub.wait_for(lambda msgs: len(results_heard(sub)) >= 1, 30)
             filler = fill(small_disk)  # the second call is on the line now
-            sub.wait_for(lambda msgs: len(results()) >= 2, 30)
+            sub.wait_for(lambda msgs: len(results_heard(sub)) >= 2, 30)
 
             def faulty(m) -> bool:
                 if not m.topic.endswith("/health"):
@@ -617,7 +611,7 @@ def test_the_daemon_keeps_calling_on_a_full_disk_and_shows_the_fault(small_disk:
             sub.wait_for(lambda msgs: any(faulty(m) for m in msgs), 10)
             filler.unlink()
             ops.send("run", b'{"target": "first"}', correlation=b"again")
-            sub.wait_for(lambda msgs: len(results()) >= 3, 30)
+            sub.wait_for(lambda msgs: len(results_heard(sub)) >= 3, 30)
             assert daemon.poll() is None
         finally:
             ops.close()
