@@ -132,6 +132,7 @@ class Ingest:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     def start(self) -> None:
@@ -158,9 +159,19 @@ class Ingest:
             return
         self._generation += 1
         client.subscribe(subscriptions(self.config.mqtt.share_group))
-        self.connected.set()
         log.info("connected to %s:%d (session present: %s)", self.config.mqtt.host,
                  self.config.mqtt.port, getattr(_flags, "session_present", None))
+
+    def _on_subscribe(self, _client: paho.Client, _userdata: Any, _mid: int,
+                      reasons: list[Any], _props: Any) -> None:
+        # ``connected`` means "results reach us": only once the broker has granted the
+        # subscriptions.  Set on CONNACK it raced the SUBSCRIBE: a result published in between
+        # went to no subscriber of a shared group that had no session yet, and was gone.
+        failed = [str(r) for r in reasons if r.is_failure]
+        if failed:
+            log.error("broker refused subscriptions: %s", ", ".join(failed))
+            return
+        self.connected.set()
 
     def _on_disconnect(self, _client: paho.Client, _userdata: Any, _flags: Any, reason: Any,
                        _props: Any) -> None:
