@@ -242,7 +242,7 @@ def fault_reason(exc: BaseException, fallbacks: list[str] | None = None) -> str:
     from gpiozero.exc import BadPinFactory, GPIOPinInUse
 
     if isinstance(exc, BadPinFactory):
-        tried = "; ".join(fallbacks) or str(exc)  # each library's own failure, if tried
+        tried = "; ".join(fallbacks or []) or str(exc)  # each library's own failure, if tried
         return f"no pin library: gpiozero could load none ({tried}); install lgpio"
     if isinstance(exc, GPIOPinInUse):
         return f"a pin is taken: {exc}"

@@ -501,10 +501,11 @@ class Daemon:
             monitor = self.line
             # An analog call claims the line: LineInUseError (the call is deferred) while a
             # person is on it or it rings.
-            analog = job.channel == "analog" and monitor is not None
+            seizing = (monitor.seize() if job.channel == "analog" and monitor is not None
+                       else contextlib.nullcontext())
             self.indicator.show(Status.TESTING)
             try:
-                with monitor.seize() if analog else contextlib.nullcontext() as seizure:
+                with seizing as seizure:
                     line = functools.partial(self.board.result_line, seizure)
                     doc = run_call(config, job.target, job.channel, dialer, audio_dir,
                                    verdicts=self.verdicts, facts=self.facts(), line=line,
@@ -521,7 +522,7 @@ class Daemon:
                                            self._result, self._probe_faulted).start()
         for channel in sorted(channels & {"gsm", "analog"}):  # the modems (probe.dial.modem)
             workers[channel] = ChannelWorker(
-                channel, lambda c=channel: start_modem_dialer(config, c), place,
+                channel, functools.partial(start_modem_dialer, config, channel), place,
                 self._result, self._probe_faulted).start()
         return workers
 

@@ -89,6 +89,7 @@ def run_demo(out: Any = None, *, serve: bool | None = None) -> int:
                    "stand-ins.\n")
         say(f"probe config: {config_path}\n")
         say("central ops subscriber on hotline-probe/v1/# receives:")
+        assert broker.port is not None  # started: it has its port
         subscriber = stack.enter_context(
             Subscriber(broker.host, broker.port, "hotline-probe/v1/#",
                        on_message=lambda m: say("  " + _one_line(m))))

@@ -709,7 +709,7 @@ def _render(findings: list[Finding], _: Any) -> list[dict[str, Any]]:
             "remedy": _format(_(spec.remedy), f.evidence),
         })
     order = {Scope.HOTLINE: 0, Scope.PATH: 1, Scope.PROBE: 2, Scope.META: 3}
-    causes.sort(key=lambda c: (c["severity"] != "down", order[Scope(c["scope"])]))
+    causes.sort(key=lambda c: (c["severity"] != "down", order[Scope(str(c["scope"]))]))
     return causes
 
 

@@ -122,6 +122,7 @@ def _timings(t: Timings) -> dict[str, int | None]:
 def _sip(record: CallRecord) -> dict[str, Any]:
     end = record.first(Ev.END)
     hangup = record.first(Ev.HANGUP)
+    ended_by: str | None
     if record.has(Ev.REMOTE_HANGUP):
         ended_by = "hotline"
     elif hangup is not None:

@@ -85,7 +85,7 @@ def start_modem_dialer(config: Config, channel: str) -> ModemDialer | None:
 def run_call(config: Config, target: Target, channel: str,
              dialer: SipDialer | ModemDialer | None, audio_dir: Path, *,
              verdicts: VerdictBook | None = None, facts: ProbeFacts | None = None,
-             line: Callable[[], dict[str, Any]] | None = None,
+             line: Callable[[], dict[str, Any] | None] | None = None,
              progress: Progress | None = None) -> dict[str, Any]:
     """Place one test call and return its validated result document.
 

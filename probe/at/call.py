@@ -421,7 +421,8 @@ class ModemCall:
         self.ended = True
         self._stop_audio()
         if self.f["result"] is None:  # the modem's words; a DLE code is named by its meaning
-            self.f["result"] = RESULT_WORD.get(signal, text) if len(text) <= 1 else text
+            word = RESULT_WORD.get(signal, text) if signal is not None else text
+            self.f["result"] = word if len(text) <= 1 else text
         self.f["end_signal"] = str(signal) if signal else None
         if from_network:
             self._ceer()

@@ -351,7 +351,9 @@ def fields(payload: str) -> list[Any]:
 
 
 def _split_quoted(payload: str) -> list[str]:
-    parts, current, quoted = [], [], False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
     for ch in payload:
         if ch == '"':
             quoted = not quoted

@@ -35,7 +35,7 @@ class ModemSession:
 
     def __init__(self, at: AtPort, *, channel: str = "gsm", model: str = "auto",
                  sim_pin: Secret | None = None, clock: Callable[[], int] = time.monotonic_ns,
-                 sim_wait_s: float = 20.0, init_extra: dict[str, str] | None = None) -> None:
+                 sim_wait_s: float = 20.0, init_extra: dict[str, object] | None = None) -> None:
         self.at = at
         self.channel = channel
         self.model = model

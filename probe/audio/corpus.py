@@ -124,7 +124,7 @@ def format_table(title: str, rows: list[tuple[str, int, int, int, int, int]]) ->
     for key, n, z, u, a, w in rows:
         lines.append(f"  {key:<22}{n:>7}{z / n:>10.1%}{u / n:>12.1%}{a / n:>11.1%}{w / n:>7.1%}")
     n = sum(r[1] for r in rows)
-    z, u, a = (sum(r[i] for r in rows) for i in (2, 3, 4))
+    z, u, a = (sum(r[2] for r in rows), sum(r[3] for r in rows), sum(r[4] for r in rows))
     lines.append(f"  {'all':<22}{n:>7}{z / n:>10.1%}{u / n:>12.1%}{a / n:>11.1%}"
                  f"{(n - u - a) / n:>7.1%}")
     return lines

@@ -46,7 +46,7 @@ class Frames:
 
     @cached_property
     def freqs(self) -> NDArray[np.float64]:
-        return np.fft.rfftfreq(NFFT, 1.0 / RATE)
+        return np.fft.rfftfreq(NFFT, 1.0 / RATE).astype(np.float64)
 
     def bins(self, lo: float, hi: float) -> slice:
         """Bin range covering [lo, hi] Hz."""

@@ -20,8 +20,8 @@ _MU_BIAS = 0x84  # 132 = 33 << 2 on the 16-bit scale
 
 def ulaw_encode(x: Samples) -> NDArray[np.uint8]:
     """Floats in [-1, 1) -> µ-law codes (bytes as stored in a WAV / RTP payload)."""
-    pcm = np.clip(np.round(np.asarray(x, dtype=np.float64) * 32768.0), -32768, 32767)
-    pcm = pcm.astype(np.int32) >> 2  # 14-bit
+    pcm = np.clip(np.round(np.asarray(x, dtype=np.float64) * 32768.0), -32768,
+                  32767).astype(np.int32) >> 2  # 14-bit
     mask = np.where(pcm < 0, 0x7F, 0xFF)
     mag = np.where(pcm < 0, -pcm, pcm)
     mag = np.minimum(mag, 8159) + 33
@@ -43,8 +43,8 @@ def ulaw_decode(codes: NDArray[np.uint8]) -> Samples:
 
 def alaw_encode(x: Samples) -> NDArray[np.uint8]:
     """Floats in [-1, 1) -> A-law codes."""
-    pcm = np.clip(np.round(np.asarray(x, dtype=np.float64) * 32768.0), -32768, 32767)
-    pcm = pcm.astype(np.int32) >> 3  # 13-bit
+    pcm = np.clip(np.round(np.asarray(x, dtype=np.float64) * 32768.0), -32768,
+                  32767).astype(np.int32) >> 3  # 13-bit
     sign = np.where(pcm >= 0, 0x80, 0x00)
     mag = np.where(pcm >= 0, pcm, -pcm - 1)
     mag = np.minimum(mag, 0x0FFF)

@@ -67,7 +67,7 @@ def measure_levels(x: NDArray[np.float64], frames: Frames, start_s: float = 0.0)
         longest = int((np.flatnonzero(d == -1) - np.flatnonzero(d == 1)).max())
     if active.any():
         ms = np.mean(10 ** (e[active] / 10) / 2)
-        rms = round(float(dbfs(ms)), 1)
+        rms = round(float(dbfs(float(ms))), 1)
     else:
         rms = None
     peak = float(np.max(np.abs(seg))) if seg.size else 0.0

@@ -38,8 +38,9 @@ def tone(t: Tone, duration: float, level_dbfs: float = -10.0, *, freq_scale: flo
         env = 1 + AM_DEPTH * np.sin(2 * np.pi * t.modulation_hz * time)
         y = carrier * env
     else:
-        y = sum(np.sin(2 * np.pi * f * freq_scale * time + 1.3 * k)
-                for k, f in enumerate(t.main))
+        y = np.zeros_like(time)
+        for k, f in enumerate(t.main):
+            y = y + np.sin(2 * np.pi * f * freq_scale * time + 1.3 * k)
         y = np.asarray(y, dtype=np.float64)
     rms = np.sqrt(np.mean(y**2)) if n else 1.0
     return y / max(rms, 1e-12) * amplitude(level_dbfs) / np.sqrt(2)

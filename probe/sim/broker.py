@@ -320,7 +320,7 @@ class Subscriber:
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
         if reconnect_delay_s is not None:  # a test restarting the broker often: back at once
-            self._client.reconnect_delay_set(*reconnect_delay_s)
+            self._client.reconnect_delay_set(*reconnect_delay_s)  # type: ignore[arg-type]  # floats work
         self.subscriptions = 0  # SUBACKs so far: one per (re)connect
         self._started = False
 

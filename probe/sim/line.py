@@ -70,6 +70,11 @@ class SimClock:
 class ClockedMockPin(MockPin):
     """gpiozero's MockPin, but its state history is stamped by the factory's clock."""
 
+    # MockPin's own attributes, declared for the type checker (gpiozero has no annotations).
+    _state: bool
+    _last_change: float
+    states: list[PinState]
+
     def _clock(self) -> float:
         return self.factory.clock()
 
@@ -94,7 +99,7 @@ class ClockedMockFactory(MockFactory):
         self.clock = clock
         super().__init__(revision=revision, pin_class=ClockedMockPin)
 
-    def ticks(self) -> float:  # type: ignore[override]
+    def ticks(self) -> float:
         return self.clock()
 
     @staticmethod
@@ -119,6 +124,8 @@ class EmulatedMCP3008(MockSPIDevice):
         DIN   0 0 0 0 0 0 0 1 S D2 D1 D0 x x x x ...      start bit, single/diff, channel
         DOUT  ? ? ? ? ? ? ? ? ? ?  ?  ?  x 0 B9 ... B0    (x: sampling, 0: null bit)
     """
+
+    rx_buf: list[bool]  # MockSPIDevice's, declared for the type checker
 
     def __init__(self, inputs: Callable[[int], float], *, vref: float = ADC_VREF_V,
                  pin_factory: MockFactory, clock_pin: int = 11, mosi_pin: int = 10,

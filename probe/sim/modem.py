@@ -180,6 +180,7 @@ class ModemEmulator:
         self.hung = self.scenario.unresponsive
         self._key_down_ns: int | None = None
         self.status_pin: Any = None
+        self.last_cause: int | None = None  # the last call's 3GPP cause, for AT+CEER
         self._reset_state()
 
     # -- life cycle -------------------------------------------------------------------------
@@ -636,7 +637,7 @@ class ModemEmulator:
         return None
 
     def _ceer(self, body: str, line: str) -> None:
-        cause = getattr(self, "last_cause", None)
+        cause = self.last_cause
         text = {16: "Normal call clearing", 17: "User busy", 34: "No circuit/channel available",
                 1: "Unassigned (unallocated) number", 41: "Temporary failure"}.get(cause or 0)
         if self.family == "quectel":
