@@ -132,7 +132,8 @@ class Forwarder:
                     len(self._unsaved))
 
     def _store_unsaved(self) -> None:
-        """Forwarder thread: move held results to the outbox, oldest first, while it works."""
+        """Forwarder thread: move held results to the outbox, oldest first, while it works;
+        then delete the delivered rows whose delete failed."""
         with self._unsaved_lock:
             while self._unsaved:
                 leaf, payload = self._unsaved[0]
@@ -142,6 +143,11 @@ class Forwarder:
                     self._storage_failed(exc)
                     return
                 self._unsaved.popleft()
+            try:
+                self.outbox.delete_acked()
+            except sqlite3.Error as exc:
+                self._storage_failed(exc)
+                return
             if self.storage_error is not None:
                 log.info("outbox stores results again")
             self.storage_error = None
@@ -168,9 +174,10 @@ class Forwarder:
         elif delivery.acked:
             try:
                 self.outbox.ack(row.id)
-            except sqlite3.Error as exc:  # locked or full: it goes again (at least once),
-                self.outbox.release(row.id)  # after a pause, not in a loop of duplicates
-                self._paused_until = time.monotonic() + self.refused_backoff_s
+            except sqlite3.Error as exc:
+                # Locked or full: the broker has it all the same.  The outbox keeps it as
+                # delivered (not sent again) and deletes it later; nothing else waits for that
+                # (a pause here held every newer result back on a full disk).
                 self._storage_failed(exc)
             self.acked += 1
         elif delivery.reason_code is None:
@@ -211,8 +218,8 @@ class Forwarder:
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(5)
-        if self._unsaved:  # one last try: held in memory, they would end with the process
-            self._store_unsaved()
+        if self._unsaved or self.outbox.undeleted:  # one last try: held in memory, they
+            self._store_unsaved()  # would end with the process (or go again after it)
         if self._unsaved:
             log.error("stopping with %d results the outbox could not store: they are lost",
                       len(self._unsaved), extra={"event": "results_lost",
@@ -239,7 +246,7 @@ class Forwarder:
         """Store held results, then hand the broker what the window and rate allow; returns
         the tokens left."""
         assert self.publisher is not None
-        if self._unsaved and now >= self._retry_store_at:
+        if (self._unsaved or self.outbox.undeleted) and now >= self._retry_store_at:
             self._retry_store_at = now + RETRY_STORE_S
             self._store_unsaved()
         room = min(self.window - self.outbox.in_flight, int(tokens))

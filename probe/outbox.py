@@ -9,6 +9,12 @@ The outbox is bounded by row count and payload bytes.  When full, the oldest row
 never silently: the number dropped is kept in the database (it survives restarts), logged, and
 reported in the health record.
 
+A row the broker acknowledged is delivered even when its DELETE cannot be written (disk full,
+database locked): :meth:`Outbox.ack` then remembers it, in memory, as delivered — never handed
+out again, no longer counted as waiting — and deletes it with the next delete that works (a
+later :meth:`Outbox.ack`, or :meth:`Outbox.delete_acked`).  Only a restart before that sends it
+again (at least once, as always).
+
 Rows are handed out oldest first, so the broker receives results in the order they were made.
 *Bulk* rows (call recordings: large, and only worth having next to their result) come last:
 they are handed out only once no other row waits, and they are the first dropped when full, so
@@ -125,6 +131,9 @@ class Outbox:
         self._db.executescript(SCHEMA)
         self._migrate()
         self._in_flight: set[int] = set()
+        # Acknowledged by the broker, but the DELETE could not be written: row id -> payload
+        # bytes.  Delivered: not handed out again, not counted as waiting.
+        self._acked: dict[int, int] = {}
 
     def _migrate(self) -> None:
         with self._transaction() as db:
@@ -210,6 +219,7 @@ class Outbox:
                 db.execute("DELETE FROM outbox WHERE id = ?", found)
                 db.execute("UPDATE meta SET value = value + 1 WHERE key = 'bulk_dropped'")
                 self._in_flight.discard(found[0])
+                self._acked.pop(found[0], None)
         except sqlite3.OperationalError as exc:
             log.error("disk full: cannot even drop a recording from the outbox: %s", exc)
             return False
@@ -263,6 +273,8 @@ class Outbox:
         victims.close()
         db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i, _ in doomed])
         self._in_flight.difference_update(i for i, _ in doomed)
+        for i, _ in doomed:
+            self._acked.pop(i, None)
         bulk_dropped = sum(bulk for _, bulk in doomed)
         dropped = len(doomed) - bulk_dropped
         db.execute("UPDATE meta SET value = value + ? WHERE key = 'dropped'", (dropped,))
@@ -274,13 +286,14 @@ class Outbox:
         """Up to ``limit`` rows not already handed out, ordinary rows oldest first, then (unless
         ``bulk`` is False) bulk rows oldest first; marks them in flight."""
         with self._lock:
-            # At most len(in_flight) of the first rows are in flight: reading that many more
-            # yields ``limit`` fresh ones whenever there are.
+            # At most len(in_flight) + len(acked) of the first rows are in flight or delivered:
+            # reading that many more yields ``limit`` fresh ones whenever there are.
             rows = self._db.execute(
                 "SELECT id, leaf, payload, attempts, bulk, content_type, user_properties"
                 " FROM outbox WHERE bulk <= ? ORDER BY bulk, id LIMIT ?",
-                (int(bulk), limit + len(self._in_flight))).fetchall()
-            fresh = [_row(*row) for row in rows if row[0] not in self._in_flight][:limit]
+                (int(bulk), limit + len(self._in_flight) + len(self._acked))).fetchall()
+            fresh = [_row(*row) for row in rows
+                     if row[0] not in self._in_flight and row[0] not in self._acked][:limit]
             for row in fresh:
                 self._in_flight.add(row.id)
             if fresh:
@@ -297,10 +310,44 @@ class Outbox:
             log.warning("outbox attempts of %d rows not counted: %s", len(ids), exc)
 
     def ack(self, row_id: int) -> None:
-        """The broker has it: delete the row (durably)."""
+        """The broker has it: delete the row (durably), and any delivered row whose delete
+        failed before.  When the delete cannot be written (disk full, database locked) the row
+        is remembered as delivered all the same, for a later delete, and the error raised for
+        the caller to report."""
+        try:
+            self._delete_delivered(row_id)
+        except sqlite3.Error:
+            with self._lock:  # in flight until now: not handed out again meanwhile
+                self._in_flight.discard(row_id)
+                try:
+                    found = self._db.execute("SELECT LENGTH(payload) FROM outbox WHERE id = ?",
+                                             (row_id,)).fetchone()
+                except sqlite3.Error:
+                    found = (0,)  # still delivered: only its size is not known
+                if found is not None:  # (None: dropped meanwhile, nothing left to delete)
+                    self._acked[row_id] = found[0]
+            raise
+
+    def delete_acked(self) -> None:
+        """Delete the delivered rows still in the database (nothing to do when there is none);
+        raises when the delete cannot be written (they stay remembered)."""
+        if self._acked:
+            self._delete_delivered()
+
+    def _delete_delivered(self, *more: int) -> None:
         with self._transaction() as db:
-            db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
-            self._in_flight.discard(row_id)
+            ids = [*more, *self._acked]
+            db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+        with self._lock:  # committed: gone from the table, so not handed out again meanwhile
+            self._in_flight.difference_update(more)
+            for i in ids:
+                self._acked.pop(i, None)
+
+    @property
+    def undeleted(self) -> int:
+        """Delivered rows whose delete is still to be written."""
+        with self._lock:
+            return len(self._acked)
 
     def release(self, row_id: int) -> None:
         """Not delivered (refused, or given up at shutdown): hand it out again later."""
@@ -323,6 +370,8 @@ class Outbox:
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
             meta = dict(self._db.execute(
                 "SELECT key, value FROM meta WHERE key IN ('dropped', 'bulk_dropped')"))
+            # Delivered rows not yet deleted are not waiting.
+            count, size = count - len(self._acked), size - sum(self._acked.values())
         return Depth(count, size, meta["dropped"], meta["bulk_dropped"])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import subprocess
@@ -10,7 +11,11 @@ import textwrap
 import time
 from pathlib import Path
 
-from probe.outbox import Depth, Outbox
+import pytest
+
+from probe.forwarder import RETRY_STORE_S, Forwarder
+from probe.mqtt import Delivery
+from probe.outbox import Depth, Outbox, Row
 
 
 def test_rows_come_out_oldest_first_and_leave_only_on_ack(tmp_path: Path) -> None:
@@ -166,3 +171,102 @@ def test_an_outbox_from_before_recordings_is_migrated_and_keeps_its_rows(tmp_pat
     assert migrated == fresh  # name, type, not null, default: as a new file has them
     assert [c[0] for c in migrated] == ["id", "leaf", "payload", "created", "attempts", "bulk",
                                         "content_type", "user_properties"]
+
+
+class _DeletesFail:
+    """An outbox's SQLite connection whose DELETEs fail, as on a full disk, while ``failing``
+    (whether a real full disk refuses one depends on the WAL's free frames at that instant)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.failing = True
+
+    def __getattr__(self, name: str):
+        return getattr(self.db, name)
+
+    def _check(self, sql: str) -> None:
+        if self.failing and sql.lstrip().upper().startswith("DELETE"):
+            raise sqlite3.OperationalError("database or disk is full")
+
+    def execute(self, sql: str, *params):
+        self._check(sql)
+        return self.db.execute(sql, *params)
+
+    def executemany(self, sql: str, params):
+        self._check(sql)
+        return self.db.executemany(sql, params)
+
+
+def test_a_delivered_row_whose_delete_fails_is_never_handed_out_again(tmp_path: Path) -> None:
+    """The broker acknowledged it but the disk would not take the DELETE: it is delivered all
+    the same (not waiting, not sent again, even after a reconnect) and deleted by the next
+    delete that works."""
+    box = Outbox(tmp_path / "o.db")
+    ids = [box.put("result", f"r{i}".encode()) for i in range(3)]
+    assert [r.payload for r in box.take(1)] == [b"r0"]
+    db = _DeletesFail(box._db)
+    box._db = db  # type: ignore[assignment]
+    with pytest.raises(sqlite3.OperationalError):
+        box.ack(ids[0])
+    assert box.undeleted == 1 and box.in_flight == 0
+    assert box.depth() == Depth(2, 4, 0)  # delivered: no longer waiting
+    box.release_all()  # a reconnect: everything unacknowledged goes again, not r0
+    assert [r.payload for r in box.take(10)] == [b"r1", b"r2"]
+    with pytest.raises(sqlite3.OperationalError):
+        box.delete_acked()
+    assert box.undeleted == 1
+    db.failing = False
+    box.ack(ids[1])  # deletes r0 too
+    assert box.undeleted == 0 and box.in_flight == 1 and box.depth() == Depth(1, 2, 0)
+    box.close()
+    assert [r.payload for r in Outbox(tmp_path / "o.db").take(10)] == [b"r2"]  # on disk too
+
+
+class _Publisher:
+    """Stands in for probe.mqtt.Publisher: connected, it records what it is handed."""
+
+    connected = True
+
+    def __init__(self) -> None:
+        self.sent: list[Row] = []
+
+    def publish(self, leaf: str, payload: bytes, *, ref: Row, properties: object) -> None:
+        self.sent.append(ref)
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout} s")
+        time.sleep(0.02)
+
+
+def test_a_delete_the_disk_refuses_after_a_puback_holds_back_no_result(tmp_path: Path) -> None:
+    """The disk fills between a result's PUBACK and its DELETE: the next result still goes at
+    once, the delivered one is not sent again, and it is deleted once the disk lets it.  (The
+    forwarder used to release the row and pause every result for refused_backoff_s: the daemon
+    on a full disk published nothing for 30 s, then that result a second time.)"""
+    box = Outbox(tmp_path / "o.db")
+    forwarder = Forwarder(box, rate_per_s=1000, refused_backoff_s=30)
+    publisher = _Publisher()
+    forwarder.start(publisher)  # type: ignore[arg-type]
+    try:
+        forwarder.submit("result", {"id": "r0"})
+        _wait(lambda: len(publisher.sent) == 1, 5, "r0 sent")
+        db = _DeletesFail(box._db)
+        box._db = db  # type: ignore[assignment]
+        puback = Delivery("t", b"", 1, False, ref=publisher.sent[0])
+        puback._settle(0, None)
+        forwarder.delivered(puback)
+        assert forwarder.acked == 1 and "full" in (forwarder.storage_error or "")
+        forwarder.submit("result", {"id": "r1"})
+        _wait(lambda: len(publisher.sent) == 2, 3, "r1 sent while r0's delete waits")
+        time.sleep(0.3)
+        assert [json.loads(r.payload)["id"] for r in publisher.sent] == ["r0", "r1"]
+        db.failing = False
+        _wait(lambda: box.undeleted == 0, 3 * RETRY_STORE_S, "r0 deleted once the disk works")
+        assert forwarder.storage_error is None and box.depth().count == 1  # r1, in flight
+    finally:
+        forwarder.stop()
+        box.close()
