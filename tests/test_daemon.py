@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from probe.sim import probe_config
 from probe.sim.broker import LocalBroker, Subscriber
 from probe.sim.hotline import HotlineBehaviour, SippHotline
 from tests.test_readme import readme_status_keys, status_keys
+from tests.waiting import wait_until
 
 
 def write_config(tmp_path: Path, broker: LocalBroker, uri: str, *, hold_s: float = 1,
@@ -89,7 +89,7 @@ def test_last_will_when_the_probe_is_killed_mid_call(tmp_path: Path, broker: Loc
             sub.wait_for(lambda msgs: any(m.json()["state"] == "online" for m in msgs), 15)
             wav_dir = tmp_path / "state" / "audio"
             # Kill while the call is up: the recording has started.
-            _wait(lambda: any(wav_dir.glob("*.wav")), 10)
+            wait_until(lambda: any(wav_dir.glob("*.wav")), 10)
             proc.send_signal(signal.SIGKILL)
             proc.wait(5)
         finally:
@@ -176,23 +176,14 @@ def test_run_reports_a_bad_config_and_exits_2(tmp_path: Path) -> None:
     assert "sip: missing" in proc.stderr  # a sip channel needs a [sip] account
 
 
-def _wait(predicate, timeout: float) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(json.dumps({"waited_s": timeout}))
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 def test_sigterm_mid_call_hangs_up_records_and_publishes(tmp_path: Path,
                                                          broker: LocalBroker) -> None:
     with SippHotline(HotlineBehaviour(pdd_ms=100, ring_ms=100)) as hotline, \
             Subscriber(broker.host, broker.port, "hotline-probe/v1/#") as sub:
         proc = start_probe(write_config(tmp_path, broker, hotline.uri, hold_s=30))
-        _wait(lambda: any((tmp_path / "state" / "audio").glob("*.wav")), 15)  # the call is up
+        # the call is up
+        wait_until(lambda: any((tmp_path / "state" / "audio").glob("*.wav")), 15)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
@@ -315,7 +306,7 @@ def test_a_modem_whose_power_pin_is_taken_is_retried_not_the_worker_s_end() -> N
                            place_call=lambda job, dialer: {}, on_result=lambda job, doc: None)
     worker.start()
     try:
-        _wait(lambda: worker.state.state == "error", 5)
+        wait_until(lambda: worker.state.state == "error", 5)
         assert "GPIO5 is already in use" in (worker.state.error or "")
         assert worker.thread.is_alive()  # a modem fault in health, not a dead thread
     finally:

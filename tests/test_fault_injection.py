@@ -22,16 +22,9 @@ from probe.mqtt import Delivery, Publisher
 from probe.outbox import Outbox
 from probe.sim.broker import LocalBroker, Subscriber
 from tests.commanding import CommandSender, first_reply
+from tests.waiting import wait_until
 
 PROBE = "p-faults"
-
-
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout} s")
-        time.sleep(0.02)
 
 
 # -- deliveries that never finish ---------------------------------------------------------------
@@ -71,7 +64,7 @@ def test_dozens_of_broker_kill_9_during_a_drain_lose_nothing_and_leak_no_window(
                     reconnect_delay_s=(0.05, 0.05)) as sub:
         broker.stop()
         broker.start()
-        _wait(lambda: sub.subscriptions >= 2, 10, "consumer back")
+        wait_until(lambda: sub.subscriptions >= 2, 10, "consumer back")
         acked_at: dict[str, float] = {}
 
         def delivered(delivery: Delivery) -> None:
@@ -91,9 +84,11 @@ def test_dozens_of_broker_kill_9_during_a_drain_lose_nothing_and_leak_no_window(
                 kills.append(time.monotonic())
                 broker.kill()
                 broker.start()
-                _wait(lambda n=subscribed: sub.subscriptions > n, 10, f"consumer back ({kill})")
-            _wait(lambda: outbox.depth().count == 0, 60,
-                  f"outbox drained ({outbox.depth().count} left, {outbox.in_flight} in flight)")
+                wait_until(lambda n=subscribed: sub.subscriptions > n, 10,
+                           f"consumer back ({kill})")
+            wait_until(lambda: outbox.depth().count == 0, 60,
+                       f"outbox drained ({outbox.depth().count} left, "
+                       f"{outbox.in_flight} in flight)")
             assert outbox.in_flight == 0 and forwarder.acked >= len(ids)
             got = {m.json()["id"] for m in sub.messages}
             lost_by_broker = [i for i in set(ids) - got
@@ -134,7 +129,7 @@ def test_a_command_queued_for_the_probe_survives_a_broker_restart(tmp_path: Path
                            subscriptions=("cmd/+",), session_expiry_s=3600,
                            on_message=lambda topic, payload, props: got.append(topic))
         try:
-            _wait(lambda: bool(got), 5, "the queued command")
+            wait_until(lambda: bool(got), 5, "the queued command")
             assert got == [f"hotline-probe/v1/{PROBE}/cmd/health"]
         finally:
             second.close(timeout=2)
@@ -172,7 +167,7 @@ def test_unread_unsolicited_results_are_bounded_and_counted() -> None:
     from probe.at.port import AtPort
 
     with AtPort(_ChattyModem(20_000)) as at:
-        _wait(lambda: at.bytes_read >= 20_000 * 6, 10, "every line read")
+        wait_until(lambda: at.bytes_read >= 20_000 * 6, 10, "every line read")
         time.sleep(0.1)  # the reader routes the last chunk
         kept = at.urcs.qsize()
         assert kept <= 1000
@@ -304,22 +299,21 @@ def test_a_worker_survives_any_exception_in_one_call(tmp_path: Path) -> None:
     try:
         job = Job(config.targets[0], "sip", reply=replies.append)
         worker.jobs.put(job)
-        _wait(lambda: len(replies) == 1, 5, "the first call's reply")
+        wait_until(lambda: len(replies) == 1, 5, "the first call's reply")
         assert worker.thread.is_alive()
         assert worker.state.state == "error" and "database is locked" in worker.state.fault
         assert replies[0] == {"ok": False,
                               "reason": "probe fault: OperationalError: database is locked"}
         worker.jobs.put(job)
-        _wait(lambda: len(replies) == 2, 5, "the second call")
+        wait_until(lambda: len(replies) == 2, 5, "the second call")
         assert delivered == ["r0"] and "No space left" in worker.state.fault
         worker.jobs.put(job)
-        _wait(lambda: len(replies) == 3, 5, "the third call")
+        wait_until(lambda: len(replies) == 3, 5, "the third call")
         assert delivered == ["r0", "r1"] and worker.state.fault is None
         assert worker.state.facts["probe_faults"] == 2 and worker.thread.is_alive()
     finally:
         worker.stop()
         worker.join(5)
-
 
 
 def test_two_lines_pruning_the_recordings_at_once_lose_no_call(tmp_path: Path) -> None:
@@ -402,7 +396,7 @@ def test_shipped_broker_limits_start_on_mosquitto_2_0_and_stop_a_1_mb_command() 
             time.sleep(0.3)
             ops.send("run", b" " * 1_000_000, correlation=b"huge")
             ops.send("health", b"{}", correlation=b"small")
-            _wait(lambda: bool(got), 5, "the small command")
+            wait_until(lambda: bool(got), 5, "the small command")
             time.sleep(0.3)
             assert got == [2]
         finally:
@@ -435,7 +429,7 @@ def test_pathological_config_is_rejected_by_check_config_and_by_sighup(tmp_path:
     daemon = subprocess.Popen(_probe_cmd("run", "-c", str(good), "--log-format", "json"),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait(lambda: (tmp_path / "state" / "outbox.sqlite3").exists(), 20, "daemon started")
+        wait_until(lambda: (tmp_path / "state" / "outbox.sqlite3").exists(), 20, "daemon started")
         time.sleep(1.0)
         original = good.read_text()
         good.write_text(deep.read_text())
@@ -524,8 +518,8 @@ def test_a_full_disk_drops_recordings_first_and_never_a_result(small_disk: Path)
             assert forwarder.unsaved_dropped == 0
             filler.unlink()
             broker.start()
-            _wait(lambda: forwarder.unsaved == 0 and forwarder.storage_error is None, 10,
-                  f"the held results stored ({forwarder.storage_error})")
+            wait_until(lambda: forwarder.unsaved == 0 and forwarder.storage_error is None, 10,
+                       f"the held results stored ({forwarder.storage_error})")
             sub.wait_for(lambda msgs: {m.json()["id"] for m in msgs} >= set(ids), 30)
             stored = [m.json()["id"] for m in sub.messages]
             assert list(dict.fromkeys(stored)) == ids  # in the order they were made

@@ -16,8 +16,6 @@ import socket
 import stat
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,6 +26,7 @@ from probe.sim.broker import LocalBroker, Subscriber
 from probe.sim.hotline import HotlineBehaviour, SippHotline
 from probe.sim.modem import ModemEmulator
 from probe.sim.ports import free_port
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,14 +34,6 @@ ROOT = Path(__file__).resolve().parent.parent
 def probe(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "probe", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.05)
 
 
 @pytest.mark.slow
@@ -64,7 +55,7 @@ def test_probe_call_goes_through_the_running_daemon(tmp_path: Path,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         control = tmp_path / "state" / "control.sock"
         try:
-            wait_for(control.exists, 30, "the daemon's control socket")
+            wait_until(control.exists, 30, "the daemon's control socket")
             mode = os.stat(control).st_mode
             call = probe("call", "support", "-c", str(config), "--json", "--progress")
             second = probe("run", "--once", "-c", str(config))

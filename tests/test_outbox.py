@@ -16,6 +16,7 @@ import pytest
 from probe.forwarder import RETRY_STORE_S, Forwarder
 from probe.mqtt import Delivery
 from probe.outbox import Depth, Outbox, Row
+from tests.waiting import wait_until
 
 
 def test_rows_come_out_oldest_first_and_leave_only_on_ack(tmp_path: Path) -> None:
@@ -234,14 +235,6 @@ class _Publisher:
         self.sent.append(ref)
 
 
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout} s")
-        time.sleep(0.02)
-
-
 def test_a_delete_the_disk_refuses_after_a_puback_holds_back_no_result(tmp_path: Path) -> None:
     """The disk fills between a result's PUBACK and its DELETE: the next result still goes at
     once, the delivered one is not sent again, and it is deleted once the disk lets it.  (The
@@ -253,7 +246,7 @@ def test_a_delete_the_disk_refuses_after_a_puback_holds_back_no_result(tmp_path:
     forwarder.start(publisher)  # type: ignore[arg-type]
     try:
         forwarder.submit("result", {"id": "r0"})
-        _wait(lambda: len(publisher.sent) == 1, 5, "r0 sent")
+        wait_until(lambda: len(publisher.sent) == 1, 5, "r0 sent")
         db = _DeletesFail(box._db)
         box._db = db  # type: ignore[assignment]
         puback = Delivery("t", b"", 1, False, ref=publisher.sent[0])
@@ -261,11 +254,12 @@ def test_a_delete_the_disk_refuses_after_a_puback_holds_back_no_result(tmp_path:
         forwarder.delivered(puback)
         assert forwarder.acked == 1 and "full" in (forwarder.storage_error or "")
         forwarder.submit("result", {"id": "r1"})
-        _wait(lambda: len(publisher.sent) == 2, 3, "r1 sent while r0's delete waits")
+        wait_until(lambda: len(publisher.sent) == 2, 3, "r1 sent while r0's delete waits")
         time.sleep(0.3)
         assert [json.loads(r.payload)["id"] for r in publisher.sent] == ["r0", "r1"]
         db.failing = False
-        _wait(lambda: box.undeleted == 0, 3 * RETRY_STORE_S, "r0 deleted once the disk works")
+        wait_until(lambda: box.undeleted == 0, 3 * RETRY_STORE_S,
+                   "r0 deleted once the disk works")
         assert forwarder.storage_error is None and box.depth().count == 1  # r1, in flight
     finally:
         forwarder.stop()

@@ -10,7 +10,7 @@ import subprocess
 import time
 import uuid
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from probe.mqtt import Publisher
 from probe.outbox import Outbox
 from probe.recording import FLAC, WAV, encode_recording, submit_recording, worth_uploading
 from probe.sim.broker import LocalBroker, Message, Subscriber
+from tests.waiting import wait_until
 
 RATE = 8000
 TREE = "hotline-probe/v1/p1/#"
@@ -202,22 +203,15 @@ def test_a_refused_recording_holds_back_only_the_recordings(tmp_path: Path) -> N
         fwd.submit("result", failed)
         submit_recording(fwd, failed, 1 << 20)
         sub.wait_for(lambda msgs: _topics(msgs) == [RESULT], timeout=5)
-        _wait(lambda: fwd.refused == 1, timeout=5)
+        wait_until(lambda: fwd.refused == 1, timeout=5)
         fwd.submit("result", result_doc(None, met=True))  # not held back by the refusal
         messages = sub.wait_for(lambda msgs: _topics(msgs) == [RESULT, RESULT], timeout=5)
         # the second result's row goes when its PUBACK comes, which may follow the subscriber
         # seeing it: wait for that; the recording's row must stay
-        _wait(lambda: box.depth().count == 1, timeout=5)
+        wait_until(lambda: box.depth().count == 1, timeout=5)
         time.sleep(0.5)
         assert fwd.sent == 3  # result, recording, result: the recording waits out its back-off
     assert RECORDING not in _topics(messages)
-
-
-def _wait(predicate: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_without_sox_the_wav_itself_goes_and_it_is_said_once(
@@ -286,9 +280,9 @@ def test_a_result_nobody_subscribed_to_is_kept_and_sent_again(tmp_path: Path) ->
     with LocalBroker() as broker, forwarding(broker, box) as fwd:
         fwd.unheard_backoff_s = 0.3
         fwd.submit("result", result_doc(None, met=True))
-        _wait(lambda: fwd.unheard >= 1, timeout=5)
+        wait_until(lambda: fwd.unheard >= 1, timeout=5)
         assert box.depth().count == 1  # kept, not deleted as delivered
         with Subscriber(broker.host, broker.port, TREE) as sub:
             messages = sub.wait_for(lambda msgs: _topics(msgs) == [RESULT], timeout=10)
-            _wait(lambda: box.depth().count == 0, timeout=5)
+            wait_until(lambda: box.depth().count == 0, timeout=5)
     assert len(_topics(messages)) == 1

@@ -20,6 +20,7 @@ import pytest
 from probe.sim import probe_config
 from probe.sim.broker import LocalBroker, Subscriber
 from probe.sim.hotline import HotlineBehaviour, SippHotline, free_port
+from tests.waiting import wait_until
 
 PROBE = "p-res"
 
@@ -113,7 +114,7 @@ def test_kill_9_mid_call_loses_no_committed_result(tmp_path: Path) -> None:
             broker.stop()
             daemon = Daemon(config)
             outbox = tmp_path / "state" / "outbox.sqlite3"
-            _wait(lambda: _outbox_count(outbox) >= 3, 30)
+            wait_until(lambda: _outbox_count(outbox) >= 3, 30)
             time.sleep(1.0)  # the fourth call is up now
             log = daemon.stop(signal.SIGKILL)
             made = result_ids(log)
@@ -142,7 +143,7 @@ def test_daemon_survives_a_dead_sip_server_and_an_absent_broker(tmp_path: Path) 
     try:
         # A dead server answers nothing: the call ends at the probe's own limits (~2 s) plus
         # the SIP stack's grace for a CANCEL that nobody acknowledges.
-        _wait(lambda: _outbox_count(tmp_path / "state" / "outbox.sqlite3") >= 1, 60)
+        wait_until(lambda: _outbox_count(tmp_path / "state" / "outbox.sqlite3") >= 1, 60)
         assert daemon.proc.poll() is None  # still running, nothing published yet
         broker.start()
         with Subscriber(broker.host, broker.port, f"hotline-probe/v1/{PROBE}/#") as sub:
@@ -171,14 +172,6 @@ def _outbox_count(path: Path) -> int:
             return db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
     except sqlite3.Error:
         return 0
-
-
-def _wait(predicate, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout} s")
-        time.sleep(0.1)
 
 
 @pytest.mark.slow
@@ -250,14 +243,14 @@ def test_kill_9_mid_gsm_call_then_restart_leaves_the_modem_idle(tmp_path: Path,
     with ModemEmulator("sim7600", SCENARIOS["answered"]) as modem:
         config = gsm_config(tmp_path, broker, modem.url, hold_s=30)
         daemon = Daemon(config)
-        _wait(lambda: modem.call == "active", 20)
+        wait_until(lambda: modem.call == "active", 20)
         daemon.stop(signal.SIGKILL)
         assert modem.call == "active"  # the network still holds the call the probe left
         killed_at = len(modem.received)
         daemon = Daemon(config)
         try:
             # The restarted probe ends the leftover call before it dials again.
-            _wait(lambda: sum(line.startswith("ATD") for line in modem.received) >= 2, 30)
+            wait_until(lambda: sum(line.startswith("ATD") for line in modem.received) >= 2, 30)
             after = modem.received[killed_at:]
             second_dial = next(i for i, line in enumerate(after) if line.startswith("ATD"))
             assert any(line in ("AT+CHUP", "ATH") for line in after[:second_dial]), after
