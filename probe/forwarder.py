@@ -131,7 +131,12 @@ class Forwarder:
         log.warning("result held in memory until the outbox can store it (%d waiting)",
                     len(self._unsaved))
 
-    def _store_unsaved(self) -> None:
+    @property
+    def _writes_pending(self) -> bool:
+        """Results held in memory, or delivered rows whose delete the outbox could not write."""
+        return bool(self._unsaved) or self.outbox.undeleted > 0
+
+    def _write_pending(self) -> None:
         """Forwarder thread: move held results to the outbox, oldest first, while it works;
         then delete the delivered rows whose delete failed."""
         with self._unsaved_lock:
@@ -218,8 +223,8 @@ class Forwarder:
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(5)
-        if self._unsaved or self.outbox.undeleted:  # one last try: held in memory, they
-            self._store_unsaved()  # would end with the process (or go again after it)
+        if self._writes_pending:  # one last try: held in memory, they would end with the
+            self._write_pending()  # process (or, delivered, go again after it)
         if self._unsaved:
             log.error("stopping with %d results the outbox could not store: they are lost",
                       len(self._unsaved), extra={"event": "results_lost",
@@ -246,9 +251,9 @@ class Forwarder:
         """Store held results, then hand the broker what the window and rate allow; returns
         the tokens left."""
         assert self.publisher is not None
-        if (self._unsaved or self.outbox.undeleted) and now >= self._retry_store_at:
+        if self._writes_pending and now >= self._retry_store_at:
             self._retry_store_at = now + RETRY_STORE_S
-            self._store_unsaved()
+            self._write_pending()
         room = min(self.window - self.outbox.in_flight, int(tokens))
         if self.publisher.connected and room > 0 and now >= self._paused_until:
             for row in self.outbox.take(room, bulk=now >= self._bulk_paused_until):
