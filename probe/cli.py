@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from probe import __version__
+from probe.dial.progress import Progress, Step
 from probe.errors import ConfigError, DialerError
 from probe.exitcodes import (
     EPILOG,
@@ -32,10 +33,9 @@ from probe.exitcodes import (
     result_exit_code,
 )
 from probe.human import show, words
-from probe.progress import Progress, Step
 
 if TYPE_CHECKING:
-    from probe.config import Config, Target
+    from probe.config.model import Config, Target
 
 DEFAULT_CONFIG = "/etc/hotline-probe/probe.toml"
 LINE_EPILOG = """exit codes:
@@ -174,7 +174,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from probe.config import load_config
+    from probe.config.model import load_config
     from probe.dial.modem import port_missing
 
     config = load_config(args.config)
@@ -192,8 +192,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_call(args: argparse.Namespace) -> int:
     """``probe call``: handed to the running daemon when one answers on the control socket
     (it holds the SIP port and the modems), else placed by this process."""
-    from probe import control
-    from probe.config import load_config
+    from probe.config.model import load_config
+    from probe.daemon import control
 
     config = load_config(args.config)
     target = config.target(args.target)
@@ -230,10 +230,10 @@ def cmd_call(args: argparse.Namespace) -> int:
 def _call_here(args: argparse.Namespace, config: Config, target: Target, channel: str,
                progress: Progress | None) -> int:
     """The call placed by this process: no daemon answered on the control socket."""
-    from probe.busy import serial_port_busy, sip_port_busy
-    from probe.diagnose import ProbeFacts
-    from probe.runner import prepare_state_dir, run_call, start_modem_dialer, start_sip_dialer
-    from probe.verdicts import VerdictBook
+    from probe.diagnosis.history import VerdictBook
+    from probe.diagnosis.rules import ProbeFacts
+    from probe.dial.busy import serial_port_busy, sip_port_busy
+    from probe.dial.runner import prepare_state_dir, run_call, start_modem_dialer, start_sip_dialer
 
     audio_dir = prepare_state_dir(config)
     # Before the SIP stack or the modem is started: the daemon holds the port (or another
@@ -311,8 +311,8 @@ def print_step(step: Step) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from probe.daemon import run_daemon
-    from probe.logs import configure_logging
+    from probe.daemon.logs import configure_logging
+    from probe.daemon.run import run_daemon
 
     configure_logging(args.log_format, verbose=args.verbose)
     return run_daemon(args.config, once=args.once)
@@ -321,8 +321,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_line(args: argparse.Namespace) -> int:
     """``probe line``: exit 0 the line is usable (idle, in use, ringing), 1 a local line or
     board fault, 2 no ``[line]`` section, a configuration error, or no board to read."""
-    from probe.config import load_config
-    from probe.line import format_report, line_report
+    from probe.board.line import format_report, line_report
+    from probe.config.model import load_config
 
     config = load_config(args.config)
     if config.line is None:
@@ -341,14 +341,14 @@ def cmd_line(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from probe.result import result_schema
+    from probe.results.document import result_schema
 
     print(json.dumps(result_schema(), indent=2))
     return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from probe.demo import run_demo
+    from probe.demo.script import run_demo
 
     return run_demo()
 

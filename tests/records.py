@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from probe.timeline import CallRecord
+from probe.results.timeline import CallRecord
 
 
 def add_events(record: CallRecord, events: tuple[tuple[Any, ...], ...],

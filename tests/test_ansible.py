@@ -261,7 +261,7 @@ def test_every_host_runs_the_pinned_versions(deployment: Deployment, host: str, 
 
 
 def test_probe_configuration_is_the_demo_setup(deployment: Deployment) -> None:
-    from probe.demo import HOTLINES, MOBILE
+    from probe.demo.script import HOTLINES, MOBILE
 
     config = tomllib.loads(
         (deployment.probe_root / "etc/hotline-probe/probe.toml").read_text())

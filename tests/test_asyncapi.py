@@ -1,5 +1,5 @@
 """probe/schema/asyncapi.yaml: valid for the official AsyncAPI parser, and its MQTT bindings
-(QoS, retain, the last will, the CONNECT) the same as what probe/mqtt.py does on the wire."""
+(QoS, retain, the last will, the CONNECT) the same as what probe/uplink/mqtt.py does on the wire."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
-from probe import mqtt
-from probe.config import MqttConfig
-from probe.mqtt import Publisher
+from probe.config.model import MqttConfig
 from probe.sim.broker import LocalBroker, Message, Subscriber
+from probe.uplink import mqtt
+from probe.uplink.mqtt import Publisher
 from tests.asyncapi import checker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,7 +176,7 @@ def test_what_the_broker_receives_has_the_bound_qos_and_retain(broker: LocalBrok
 
 _CHILD = """
 import sys, time
-from probe.mqtt import Publisher
+from probe.uplink.mqtt import Publisher
 pub = Publisher(probe_id="p1", host=sys.argv[1], port=int(sys.argv[2]), boot_count=9)
 if not pub.wait_connected(5):
     sys.exit(3)

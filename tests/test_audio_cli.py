@@ -18,10 +18,10 @@ from probe.audio.call import analyze_record, answer_offset_s
 from probe.audio.plans import plan
 from probe.audio.synth import cadenced, codec, silence, sit_tone
 from probe.audio.wavio import read_wav, write_wav
-from probe.config import Expectations, ProbeIdentity
-from probe.result import build_result, result_schema, validate_result
+from probe.config.model import Expectations, ProbeIdentity
+from probe.results.document import build_result, result_schema, validate_result
+from probe.results.timeline import CallRecord, Ev, RtpStats
 from probe.sim.hotline import GREETING_WAV
-from probe.timeline import CallRecord, Ev, RtpStats
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from probe import line as line_mod
-from probe.board import DEFAULT_PINS, SYSTEM_PINS, PinMap, load_pinmap, pin_conflicts
-from probe.config import IndicatorConfig, LineConfig
+from probe.board import line as line_mod
+from probe.board.pins import DEFAULT_PINS, SYSTEM_PINS, PinMap, load_pinmap, pin_conflicts
+from probe.config.model import IndicatorConfig, LineConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 PINMAP = ROOT / "hardware" / "pinmap.toml"

@@ -15,12 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probe.commands import SCHEMAS, RateLimit, parse
-from probe.config import parse_config
+from probe.config.model import parse_config
 from probe.errors import ConfigError
 from probe.sim import probe_config
 from probe.sim.broker import LocalBroker, Subscriber
 from probe.sim.hotline import HotlineBehaviour, SippHotline
+from probe.uplink.commands import SCHEMAS, RateLimit, parse
 from tests.commanding import CommandSender, replies
 
 PROBE = "p-cmd"
@@ -138,7 +138,7 @@ def test_no_config_crashes_validation(probe: dict, target: dict) -> None:
 def test_watchdog_is_pinged_over_a_real_notify_socket(tmp_path: Path) -> None:
     import socket
 
-    from probe.systemd import Notifier
+    from probe.daemon.systemd import Notifier
 
     path = tmp_path / "notify"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
@@ -189,7 +189,7 @@ def test_asyncapi_document_matches_the_code() -> None:
     uses."""
     import yaml
 
-    from probe.mqtt import HEALTH, RECORDING, RESULT, STATUS, TOPIC_ROOT
+    from probe.uplink.mqtt import HEALTH, RECORDING, RESULT, STATUS, TOPIC_ROOT
 
     doc = yaml.safe_load((Path(__file__).resolve().parent.parent / "probe" / "schema"
                           / "asyncapi.yaml").read_text())

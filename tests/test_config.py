@@ -1,4 +1,5 @@
-"""probe.config: one TOML file -> frozen, validated objects; every problem named by its key."""
+"""probe.config.model: one TOML file -> frozen, validated objects; every problem named by its
+key."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from probe.config import (
+from probe.config.model import (
     CHANNELS,
     Config,
     Expectations,
@@ -20,8 +21,8 @@ from probe.config import (
     parse_config,
     sip_uri_problem,
 )
+from probe.config.secrets import Secret
 from probe.errors import ConfigError, ProbeError
-from probe.secrets import Secret
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "probe.toml"
@@ -843,7 +844,7 @@ def test_sim_pin_never_shown_in_problems(tmp_path: Path) -> None:
 
 def test_line_and_indicator_are_optional_and_empty_tables_give_the_defaults(
         tmp_path: Path) -> None:
-    from probe.config import IndicatorConfig, LineConfig
+    from probe.config.model import IndicatorConfig, LineConfig
 
     config = load(tmp_path)
     assert config.line is None and config.indicator is None

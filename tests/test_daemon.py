@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from probe.config import Target
-from probe.result import validate_result
-from probe.runner import next_boot_count, prune_audio
-from probe.schedule import Slot, plan, replan, reschedule
+from probe.config.model import Target
+from probe.daemon.schedule import Slot, plan, replan, reschedule
+from probe.dial.runner import next_boot_count, prune_audio
+from probe.results.document import validate_result
 from probe.sim import probe_config
 from probe.sim.broker import LocalBroker, Subscriber
 from probe.sim.hotline import HotlineBehaviour, SippHotline
@@ -295,8 +295,8 @@ def test_a_modem_whose_power_pin_is_taken_is_retried_not_the_worker_s_end() -> N
     from gpiozero import DigitalOutputDevice
     from gpiozero.pins.mock import MockFactory
 
-    from probe.config import ModemConfig
-    from probe.daemon import ChannelWorker
+    from probe.config.model import ModemConfig
+    from probe.daemon.run import ChannelWorker
     from probe.dial.modem import ModemDialer
 
     factory = MockFactory()

@@ -164,7 +164,7 @@ def test_demo_without_a_terminal_exits_by_itself(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_the_board_shows_the_daemon_s_verdicts_by_the_daemon_s_rule() -> None:
-    from probe.sim.board_demo import run_board_demo
+    from probe.demo.board import run_board_demo
 
     verdicts = {"support": {"verdict": "ok", "causes": []},
                 "sales": {"verdict": "degraded", "causes": ["hotline.busy"]},

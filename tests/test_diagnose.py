@@ -20,7 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probe.diagnose import (
+from probe.diagnosis.i18n import LANGUAGES, catalog_paths, compile_mo, parse_po
+from probe.diagnosis.rules import (
     CAUSE_CODES,
     CAUSES,
     ProbeFacts,
@@ -29,8 +30,7 @@ from probe.diagnose import (
     causes_markdown,
     diagnose,
 )
-from probe.i18n import LANGUAGES, catalog_paths, compile_mo, parse_po
-from probe.result import result_schema, validate_result
+from probe.results.document import result_schema, validate_result
 from probe.sim import probe_config
 from probe.sim.hotline import NEVER_ANSWER, HotlineBehaviour, SippHotline, free_port
 from probe.sim.modem import SCENARIOS, ModemEmulator
@@ -112,8 +112,8 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
 
 def line_snapshot(condition: str) -> dict[str, Any]:
     """A real LineMonitor snapshot over the simulated line (gpiozero's MCP3008 driver)."""
-    from probe.config import LineConfig
-    from probe.line import LineMonitor
+    from probe.board.line import LineMonitor
+    from probe.config.model import LineConfig
     from probe.sim import line as sim
 
     clock = sim.SimClock()
@@ -275,7 +275,7 @@ def test_cause_codes_are_the_schema_enum() -> None:
 def test_causes_table_in_the_docs_is_current() -> None:
     table = (Path(__file__).resolve().parent.parent / "docs" / "causes.md").read_text()
     assert all(f"`{code}`" in table for code in CAUSE_CODES)
-    assert table == causes_markdown(), "run: python -m probe.diagnose > docs/causes.md"
+    assert table == causes_markdown(), "run: python -m probe.diagnosis.rules > docs/causes.md"
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
@@ -287,7 +287,7 @@ def test_catalogs_are_complete_and_compiled(language: str) -> None:
             assert entries.get(msgid), f"{language}: no translation for {msgid!r}"
             # the placeholders survive translation
             assert _fields(entries[msgid]) == _fields(msgid), msgid
-    assert mo.read_bytes() == compile_mo(entries), "run: python -m probe.i18n"
+    assert mo.read_bytes() == compile_mo(entries), "run: python -m probe.diagnosis.i18n"
 
 
 def test_russian_messages_are_used_when_configured() -> None:

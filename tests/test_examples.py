@@ -19,7 +19,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from probe.config import parse_config
+from probe.config.model import parse_config
 from probe.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from probe.forwarder import Forwarder
-from probe.mqtt import Delivery, Publisher
-from probe.outbox import Outbox
 from probe.sim.broker import LocalBroker, Subscriber
+from probe.uplink.forwarder import Forwarder
+from probe.uplink.mqtt import Delivery, Publisher
+from probe.uplink.outbox import Outbox
 from tests.commanding import CommandSender, first_reply
 from tests.waiting import wait_until
 
@@ -273,8 +273,8 @@ def test_a_worker_survives_any_exception_in_one_call(tmp_path: Path) -> None:
     happens."""
     import sqlite3
 
-    from probe.config import load_config
-    from probe.daemon import ChannelWorker, Job
+    from probe.config.model import load_config
+    from probe.daemon.run import ChannelWorker, Job
     from probe.sim import probe_config
 
     config = load_config(probe_config.write_config(
@@ -323,7 +323,7 @@ def test_two_lines_pruning_the_recordings_at_once_lose_no_call(tmp_path: Path) -
     it as a probe fault (seen in the soak run once 500 recordings had piled up)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from probe.runner import prune_audio
+    from probe.dial.runner import prune_audio
 
     audio = tmp_path / "audio"
     audio.mkdir()
@@ -341,7 +341,7 @@ def test_two_lines_pruning_the_recordings_at_once_lose_no_call(tmp_path: Path) -
 def test_deeply_nested_commands_are_answered_and_rate_limited(broker) -> None:
     from types import SimpleNamespace
 
-    from probe.commands import CommandHandler, RateLimit
+    from probe.uplink.commands import CommandHandler, RateLimit
 
     daemon = SimpleNamespace(publisher=None, indicator=None)
     handler = CommandHandler(daemon, RateLimit(burst=3, every_s=3600),  # type: ignore[arg-type]
@@ -538,9 +538,9 @@ def test_a_full_disk_during_a_modem_call_cuts_its_recording_never_its_result(
     thread and fail the call with ENOSPC as a probe fault: no result at all.)"""
     import threading
 
-    from probe.config import load_config
+    from probe.config.model import load_config
     from probe.dial.modem import ModemDialer
-    from probe.runner import run_call
+    from probe.dial.runner import run_call
     from probe.sim import probe_config
     from probe.sim.modem import ModemEmulator, scenario
 
@@ -634,15 +634,15 @@ def test_a_clock_set_during_the_call_leaves_the_result_flagged(
     timestamp is on the old clock, so the result must not say clock_synced.  (The kernel's
     sync state cannot be changed here: the adapter that reads it is replaced, the call is
     real, over the modem emulator's pty.)"""
-    import probe.runner
-    from probe.config import load_config
+    import probe.dial.runner
+    from probe.config.model import load_config
     from probe.dial.modem import ModemDialer
-    from probe.runner import run_call
+    from probe.dial.runner import run_call
     from probe.sim import probe_config
     from probe.sim.modem import ModemEmulator, scenario
 
     clock = {"synced": at_dial}
-    monkeypatch.setattr(probe.runner, "clock_synced", lambda: clock["synced"])
+    monkeypatch.setattr(probe.dial.runner, "clock_synced", lambda: clock["synced"])
 
     def ntp_sets_the_clock_once_answered(step: Any) -> None:
         if step.name == "answered":

@@ -1,6 +1,6 @@
 """``probe call`` while the daemon runs: the call is handed to the daemon over its control
-socket (probe/control.py) and placed on the daemon's own line; without a daemon, a port held by
-another process is named with the fix instead of pjsip's "Address already in use".
+socket (probe/daemon/control.py) and placed on the daemon's own line; without a daemon, a port
+held by another process is named with the fix instead of pjsip's "Address already in use".
 
 Real parts only: the daemon as a process, a SIPp hotline, a real mosquitto, the GSM emulator.
 """
@@ -120,7 +120,7 @@ def test_a_locked_modem_port_is_named_with_the_fix(tmp_path: Path) -> None:
 
 def test_the_control_socket_defaults_to_the_state_dir_and_must_fit_a_socket_address(
         tmp_path: Path) -> None:
-    from probe.config import parse_config
+    from probe.config.model import parse_config
     from probe.errors import ConfigError
 
     def probe_section(**extra: str) -> dict[str, object]:

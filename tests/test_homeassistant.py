@@ -1,4 +1,4 @@
-"""Home Assistant MQTT discovery (probe/homeassistant.py): its configuration, its configs and
+"""Home Assistant MQTT discovery (probe/uplink/homeassistant.py): its configuration, its configs and
 templates (rendered with Jinja as Home Assistant renders them), the broker ACL it needs, and the
 daemon publishing it against a real mosquitto and a SIPp hotline."""
 
@@ -16,14 +16,14 @@ import jsonschema
 import pytest
 import yaml
 
-from probe import homeassistant as ha
-from probe.config import HomeAssistantConfig, parse_config
+from probe.config.model import HomeAssistantConfig, parse_config
 from probe.errors import ConfigError
-from probe.mqtt import Publisher
-from probe.result import result_schema
+from probe.results.document import result_schema
 from probe.sim import probe_config
 from probe.sim.broker import LocalBroker, Message, Subscriber
 from probe.sim.hotline import HotlineBehaviour, SippHotline
+from probe.uplink import homeassistant as ha
+from probe.uplink.mqtt import Publisher
 
 jinja2 = pytest.importorskip("jinja2")  # what Home Assistant renders its templates with
 

@@ -1,4 +1,4 @@
-"""probe.indicator: LED and buzzer patterns on gpiozero's mock pins, with the clock injected.
+"""probe.board.indicator: LED and buzzer patterns on gpiozero's mock pins, with the clock injected.
 
 The pins are gpiozero ``MockPin``s whose state history is stamped by the test's clock
 (:class:`probe.sim.line.ClockedMockFactory`), so every blink and beep is checked to the
@@ -16,9 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from probe.board import open_board
-from probe.config import ALARM_STATUSES, IndicatorConfig
-from probe.indicator import (
+from probe.board.indicator import (
     LOOKS,
     AlarmPolicy,
     Indicator,
@@ -32,6 +30,8 @@ from probe.indicator import (
     pattern_level,
     seconds_until_quiet_end,
 )
+from probe.board.pins import open_board
+from probe.config.model import ALARM_STATUSES, IndicatorConfig
 from probe.sim.line import ClockedMockFactory, SimClock
 
 RED, GREEN, BLUE, BUZZER, BUTTON = 22, 23, 24, 18, 27
@@ -421,7 +421,7 @@ def test_the_thread_drives_the_led_in_real_time() -> None:
 
 
 def test_logging_indicator_where_there_is_no_board(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="probe.indicator")
+    caplog.set_level(logging.INFO, logger="probe.board.indicator")
     clock = SimClock(0.0)
     ind = open_indicator(None, clock=clock, wall=lambda: NOON)
     assert isinstance(ind, LoggingIndicator)
@@ -444,7 +444,7 @@ def test_logging_indicator_where_there_is_no_board(caplog: pytest.LogCaptureFixt
 def test_a_pin_taken_puts_the_indicator_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
     from gpiozero import LED
 
-    caplog.set_level(logging.INFO, logger="probe.indicator")
+    caplog.set_level(logging.INFO, logger="probe.board.indicator")
     clock = SimClock(0.0)
     factory = ClockedMockFactory(clock)
     squatter = LED(BLUE, pin_factory=factory)  # e.g. a gpio-leds overlay holding GPIO24

@@ -22,14 +22,14 @@ import pytest
 
 from probe.audio.analysis import analyze
 from probe.audio.wavio import read_wav
-from probe.config import Expectations
-from probe.diagnose import ProbeFacts, diagnose
-from probe.measure import Outcome, judge, timings
-from probe.result import validate_result
+from probe.config.model import Expectations
+from probe.diagnosis.rules import ProbeFacts, diagnose
+from probe.results.document import validate_result
+from probe.results.measure import Outcome, judge, timings
+from probe.results.timeline import CallRecord, Ev
 from probe.sim import probe_config
 from probe.sim.hotline import HotlineBehaviour, SippHotline
 from probe.sim.modem import ModemEmulator, Scenario
-from probe.timeline import CallRecord, Ev
 from tests.intercepts import (
     BY_CODE,
     ITU_CAUSE,

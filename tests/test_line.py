@@ -1,4 +1,5 @@
-"""probe.line: line voltage -> state, through gpiozero's real MCP3008 driver on a mock SPI bus.
+"""probe.board.line: line voltage -> state, through gpiozero's real MCP3008 driver on a mock SPI
+bus.
 
 Two levels:
 
@@ -22,10 +23,7 @@ import pytest
 from gpiozero import MCP3008
 
 from probe import cli
-from probe.board import open_board
-from probe.config import LineConfig
-from probe.errors import ProbeError
-from probe.line import (
+from probe.board.line import (
     NOMINAL_VOLTS_PER_COUNT,
     Calibration,
     LineInUseError,
@@ -35,6 +33,9 @@ from probe.line import (
     classify_samples,
     window_stats,
 )
+from probe.board.pins import open_board
+from probe.config.model import LineConfig
+from probe.errors import ProbeError
 from probe.sim.line import (
     Frontend,
     LineSimulator,
@@ -517,7 +518,7 @@ def test_the_board_logs_its_pin_factory_and_spi(monkeypatch: pytest.MonkeyPatch,
     from gpiozero.pins.mock import MockFactory
 
     monkeypatch.setattr(Device, "pin_factory", MockFactory())  # GPIOZERO_PIN_FACTORY=mock
-    caplog.set_level(logging.INFO, logger="probe.board")
+    caplog.set_level(logging.INFO, logger="probe.board.pins")
     opened = open_board(None, CFG)
     assert opened.line is not None
     opened.line.close()

@@ -1,5 +1,5 @@
-"""probe.logs: journald priorities (the ``<N>`` prefix under systemd) and a failure that repeats
-(the broker away for hours) said once at warning, then counted quietly."""
+"""probe.daemon.logs: journald priorities (the ``<N>`` prefix under systemd) and a failure that
+repeats (the broker away for hours) said once at warning, then counted quietly."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from probe.logs import Recurring, configure_logging, journal_stream
-from probe.mqtt import Publisher
+from probe.daemon.logs import Recurring, configure_logging, journal_stream
 from probe.sim.broker import LocalBroker
 from probe.sim.ports import free_port
+from probe.uplink.mqtt import Publisher
 
 
 @pytest.fixture
@@ -109,7 +109,7 @@ def test_a_recurring_failure_warns_once_then_counts_quietly(
 
 def test_the_broker_away_is_one_warning_then_the_count_when_it_is_back(
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="probe.mqtt")
+    caplog.set_level(logging.DEBUG, logger="probe.uplink.mqtt")
     port = free_port(kind=1)  # nothing listens there yet
     pub = Publisher(probe_id="p1", host="127.0.0.1", port=port, reconnect_delay_s=(0.05, 0.1))
     try:

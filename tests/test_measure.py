@@ -1,4 +1,4 @@
-"""probe.measure on hand-built call timelines: outcome, timings and verdicts, no network."""
+"""probe.results.measure on hand-built call timelines: outcome, timings and verdicts, no network."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from probe.config import Expectations
-from probe.measure import (
+from probe.config.model import Expectations
+from probe.results.measure import (
     Outcome,
     Timings,
     classify,
@@ -16,7 +16,7 @@ from probe.measure import (
     outcome_of_sip_code,
     timings,
 )
-from probe.timeline import CallRecord, Ev, RtpStats
+from probe.results.timeline import CallRecord, Ev, RtpStats
 from tests.records import add_events
 
 MONO = 5_000_000_000_000

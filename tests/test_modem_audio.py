@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from probe.config import Expectations, ModemConfig, ProbeIdentity
+from probe.config.model import Expectations, ModemConfig, ProbeIdentity
 from probe.dial.modem import ModemDialer
 from probe.dial.modem_audio import AlsaRecorder, WavSink
-from probe.measure import classify, timings
-from probe.result import build_result, validate_result
+from probe.results.document import build_result, validate_result
+from probe.results.measure import classify, timings
+from probe.results.timeline import CallRecord, Ev
 from probe.sim.modem import SCENARIOS, ModemEmulator, scenario, sim_audio
-from probe.timeline import CallRecord, Ev
 
 pytestmark = pytest.mark.skipif(shutil.which("arecord") is None,
                                 reason="arecord missing: make setup installs alsa-utils")

@@ -21,13 +21,13 @@ import jsonschema
 import pytest
 from gpiozero.pins.mock import MockConnectedPin, MockFactory
 
-from probe.config import Expectations, ModemConfig, ProbeIdentity
+from probe.config.model import Expectations, ModemConfig, ProbeIdentity
+from probe.config.secrets import Secret
 from probe.dial.modem import LineInUse, ModemDialer
-from probe.measure import classify
-from probe.result import build_result, result_schema, validate_result
-from probe.secrets import Secret
+from probe.results.document import build_result, result_schema, validate_result
+from probe.results.measure import classify
+from probe.results.timeline import CallRecord, Ev
 from probe.sim.modem import SCENARIOS, ModemEmulator, Scenario, scenario
-from probe.timeline import CallRecord, Ev
 
 FAMILIES = ["generic", "sim7600", "a76xx", "sim800", "quectel", "huawei", "v253"]
 EXPECTED = {

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from probe.at.errors import CommandFailed, ModemTimeout, redact
-from probe.config import Expectations, ModemConfig, ProbeIdentity
+from probe.config.model import Expectations, ModemConfig, ProbeIdentity
+from probe.config.secrets import Secret
 from probe.dial.modem import ModemDialer
-from probe.measure import classify
-from probe.result import build_result, validate_result
-from probe.secrets import Secret
+from probe.results.document import build_result, validate_result
+from probe.results.measure import classify
+from probe.results.timeline import CallRecord
 from probe.sim.modem import SCENARIOS, ModemEmulator, scenario
-from probe.timeline import CallRecord
 
 EXPECT = Expectations(max_post_dial_delay_ms=1000, max_ring_s=0.5, hold_s=0.3,
                       require_media=False)

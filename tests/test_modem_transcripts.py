@@ -23,13 +23,13 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from probe.config import Expectations, ModemConfig, ProbeIdentity
+from probe.config.model import Expectations, ModemConfig, ProbeIdentity
 from probe.dial.modem import ModemDialer
-from probe.measure import classify
-from probe.result import build_result, result_schema
+from probe.results.document import build_result, result_schema
+from probe.results.measure import classify
+from probe.results.timeline import CallRecord, Ev
 from probe.sim.modem import ModemEmulator
 from probe.sim.transcript import ABORT, load, parse, transcripts
-from probe.timeline import CallRecord, Ev
 
 DIRECTORY = Path(__file__).resolve().parent / "data" / "modem-transcripts"
 TRANSCRIPTS = list(transcripts(DIRECTORY))

@@ -1,4 +1,4 @@
-"""probe.mqtt against a real mosquitto (probe.sim.broker): the MQTT contract of
+"""probe.uplink.mqtt against a real mosquitto (probe.sim.broker): the MQTT contract of
 probe/schema/asyncapi.yaml."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from probe.mqtt import (
+from probe.sim.broker import LocalBroker, Message, Subscriber
+from probe.uplink.mqtt import (
     Delivery,
     Publisher,
     PublisherClosed,
@@ -22,7 +23,6 @@ from probe.mqtt import (
     message_properties,
     topic,
 )
-from probe.sim.broker import LocalBroker, Message, Subscriber
 
 REPO = Path(__file__).resolve().parents[1]
 STATUS = "hotline-probe/v1/p1/status"
@@ -135,7 +135,7 @@ def test_close_leaves_retained_offline_stopped_and_is_idempotent(broker):
 
 _CHILD = """
 import sys, time
-from probe.mqtt import Publisher
+from probe.uplink.mqtt import Publisher
 pub = Publisher(probe_id="p1", host=sys.argv[1], port=int(sys.argv[2]), boot_count=5)
 if not pub.wait_connected(5):
     sys.exit(3)
@@ -201,7 +201,7 @@ def test_on_delivery_runs_on_the_network_thread_with_the_callers_ref(broker):
         delivery = pub.publish("health", {"ok": True}, retain=True, ref=42)
         assert done.wait(5)
     # Only our message: the publisher's own status messages are not reported.
-    assert seen == [(delivery, "probe.mqtt[p1]")]
+    assert seen == [(delivery, "probe.uplink.mqtt[p1]")]
     assert delivery.ref == 42 and delivery.acked
     assert delivery.reason_code == 0x10  # no matching subscribers: still a success
 

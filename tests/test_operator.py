@@ -24,8 +24,7 @@ from paho.mqtt.properties import Properties
 
 from probe import cli
 from probe.audio import cli as audio_cli
-from probe.commands import CommandHandler, Request
-from probe.demo import results_table
+from probe.demo.script import results_table
 from probe.exitcodes import (
     EXIT_HOTLINE_FAILED,
     EXIT_INTERRUPTED,
@@ -36,10 +35,11 @@ from probe.exitcodes import (
     combined_exit_code,
     result_exit_code,
 )
-from probe.mqtt import Publisher
 from probe.sim import probe_config
 from probe.sim.broker import LocalBroker, Subscriber
 from probe.sim.hotline import GREETING_WAV, HotlineBehaviour, SippHotline
+from probe.uplink.commands import CommandHandler, Request
+from probe.uplink.mqtt import Publisher
 from tests.commanding import CommandSender, reply_messages
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,8 +135,8 @@ def test_a_crash_is_one_line_and_exit_70(argv: list[str], tmp_path: Path,
     wav = tmp_path / "x.wav"
     wav.write_bytes((GREETING_WAV).read_bytes())
     config = sip_config(tmp_path, "sip:hotline@127.0.0.1:9")
-    monkeypatch.setattr("probe.runner.prepare_state_dir", _crash)
-    monkeypatch.setattr("probe.daemon.run_daemon", _crash)
+    monkeypatch.setattr("probe.dial.runner.prepare_state_dir", _crash)
+    monkeypatch.setattr("probe.daemon.run.run_daemon", _crash)
     monkeypatch.setattr("probe.audio.analysis.analyze", _crash)
     args = [*argv[:-1], str(wav)] if argv[0] == "analyze" else [*argv, "-c", str(config)]
     assert cli.main(args) == EXIT_SOFTWARE
@@ -229,7 +229,7 @@ def _content_types(sub: Subscriber) -> dict[str, set[str | None]]:
 
 WILL_SCRIPT = """
 import os, sys
-from probe.mqtt import Publisher
+from probe.uplink.mqtt import Publisher
 pub = Publisher(probe_id=sys.argv[1], host=sys.argv[2], port=int(sys.argv[3]))
 assert pub.wait_connected(10)
 pub.publish("result", {"id": "r1"}).wait(10)
@@ -255,8 +255,8 @@ def test_every_json_message_carries_its_content_type(broker: LocalBroker) -> Non
 
 
 def test_forwarded_results_carry_their_content_type(tmp_path: Path, broker: LocalBroker) -> None:
-    from probe.forwarder import Forwarder
-    from probe.outbox import Outbox
+    from probe.uplink.forwarder import Forwarder
+    from probe.uplink.outbox import Outbox
 
     with Subscriber(broker.host, broker.port, f"hotline-probe/v1/{PROBE}/result") as sub, \
             Publisher(probe_id=PROBE, host=broker.host, port=broker.port) as pub:
@@ -428,8 +428,8 @@ def test_call_on_a_terminal_shows_each_step_and_piped_shows_none(tmp_path: Path)
 def test_call_steps_from_the_timeline() -> None:
     """What each recorded event says, once each; a stamp corrected after the fact (earlier
     than what was already reported) is not news."""
-    from probe.progress import CallSteps, Step
-    from probe.timeline import CallRecord, Ev
+    from probe.dial.progress import CallSteps, Step
+    from probe.results.timeline import CallRecord, Ev
 
     seen: list[Step] = []
     record = CallRecord("sip", "support", "sip:x@h", 0, 0, observer=CallSteps(seen.append,

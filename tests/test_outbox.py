@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from probe.forwarder import RETRY_STORE_S, Forwarder
-from probe.mqtt import Delivery
-from probe.outbox import Depth, Outbox, Row
+from probe.uplink.forwarder import RETRY_STORE_S, Forwarder
+from probe.uplink.mqtt import Delivery
+from probe.uplink.outbox import Depth, Outbox, Row
 from tests.waiting import wait_until
 
 
@@ -67,7 +67,7 @@ def test_put_is_durable_when_the_process_is_killed(tmp_path: Path) -> None:
     child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from probe.outbox import Depth, Outbox
+        from probe.uplink.outbox import Depth, Outbox
         box = Outbox(Path({str(db)!r}))
         i = 0
         while True:
@@ -224,7 +224,7 @@ def test_a_delivered_row_whose_delete_fails_is_never_handed_out_again(tmp_path: 
 
 
 class _Publisher:
-    """Stands in for probe.mqtt.Publisher: connected, it records what it is handed."""
+    """Stands in for probe.uplink.mqtt.Publisher: connected, it records what it is handed."""
 
     connected = True
 

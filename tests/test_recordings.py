@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from probe.forwarder import Forwarder
-from probe.mqtt import Publisher
-from probe.outbox import Outbox
-from probe.recording import FLAC, WAV, encode_recording, submit_recording, worth_uploading
+from probe.results.recording import FLAC, WAV, encode_recording, submit_recording, worth_uploading
 from probe.sim.broker import LocalBroker, Message, Subscriber
+from probe.uplink.forwarder import Forwarder
+from probe.uplink.mqtt import Publisher
+from probe.uplink.outbox import Outbox
 from tests.waiting import wait_until
 
 RATE = 8000
@@ -216,12 +216,13 @@ def test_a_refused_recording_holds_back_only_the_recordings(tmp_path: Path) -> N
 
 def test_without_sox_the_wav_itself_goes_and_it_is_said_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    import probe.recording
+    import probe.results.recording
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no sox on this PATH
-    monkeypatch.setattr(probe.recording, "_sox_warned", type(probe.recording._sox_warned)())
+    recording = probe.results.recording
+    monkeypatch.setattr(recording, "_sox_warned", type(recording._sox_warned)())
     wav = write_wav(tmp_path / "r.wav", 3)
-    with caplog.at_level(logging.DEBUG, logger="probe.recording"):
+    with caplog.at_level(logging.DEBUG, logger="probe.results.recording"):
         first = encode_recording(wav, 1 << 20)
         encode_recording(wav, 1 << 20)
     assert (first.content_type, first.truncated) == (WAV, False)

@@ -178,7 +178,7 @@ def _outbox_count(path: Path) -> int:
 def test_kill_9_mid_publish_then_restart_delivers_every_result(tmp_path: Path) -> None:
     """A 1500-result backlog drains at 300/s; the daemon is killed -9 halfway; the restarted
     daemon delivers the rest.  Consumers may see a result twice (at least once), never zero."""
-    from probe.outbox import Outbox
+    from probe.uplink.outbox import Outbox
 
     broker = LocalBroker(persistent=True).start()
     hotline = SippHotline(HotlineBehaviour(pdd_ms=50, ring_ms=50), calls=10).start()

@@ -16,10 +16,10 @@ from typing import Any
 import jsonschema
 import pytest
 
-from probe.config import Expectations, ProbeIdentity
-from probe.measure import Outcome, classify, judge, timings
-from probe.result import build_result, result_schema, rfc3339, validate_result
-from probe.timeline import CallRecord, Ev, RtpStats
+from probe.config.model import Expectations, ProbeIdentity
+from probe.results.document import build_result, result_schema, rfc3339, validate_result
+from probe.results.measure import Outcome, classify, judge, timings
+from probe.results.timeline import CallRecord, Ev, RtpStats
 from tests.records import add_events
 
 ROOT = Path(__file__).resolve().parent.parent

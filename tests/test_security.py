@@ -14,10 +14,10 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from probe.config import MqttConfig, MqttTls
-from probe.mqtt import RECORDING, Publisher, message_properties
+from probe.config.model import MqttConfig, MqttTls
 from probe.sim.broker import LocalBroker, Subscriber
-from probe.tls import tls_context
+from probe.uplink.mqtt import RECORDING, Publisher, message_properties
+from probe.uplink.tls import tls_context
 from tests.pki import Issued, TestCA
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"

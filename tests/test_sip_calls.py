@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from probe.result import validate_result
+from probe.results.document import validate_result
 from probe.sim import probe_config
 from probe.sim.hotline import NEVER_ANSWER, HotlineBehaviour, SippHotline
 

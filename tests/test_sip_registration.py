@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from probe.result import validate_result
+from probe.results.document import validate_result
 from probe.sim import probe_config
 from probe.sim.hotline import HotlineBehaviour, SippHotline, SippRegistrar
 

@@ -46,7 +46,7 @@ from probe.at.port import AtPort, fields
 from probe.at.profiles import Profile, Signal, urc_key
 from probe.at.router import Pending
 from probe.at.urc import Urc
-from probe.timeline import CallRecord, Ev
+from probe.results.timeline import CallRecord, Ev
 
 log = logging.getLogger("probe.at.call")
 

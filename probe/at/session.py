@@ -20,7 +20,7 @@ from probe.at.errors import AtError, CmeError, CommandFailed, ModemTimeout
 from probe.at.port import AtPort
 from probe.at.profiles import PROFILES, Profile, identify
 from probe.at.urc import UrcTable
-from probe.secrets import Secret
+from probe.config.secrets import Secret
 
 log = logging.getLogger("probe.at")
 

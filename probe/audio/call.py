@@ -16,7 +16,7 @@ from typing import Any
 from probe.audio.analysis import RtpFacts, analyze
 from probe.audio.prompts import PromptLibrary
 from probe.audio.wavio import WavError, load_for_analysis
-from probe.timeline import CallRecord, Ev
+from probe.results.timeline import CallRecord, Ev
 
 log = logging.getLogger("probe.audio")
 

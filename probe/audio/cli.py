@@ -160,7 +160,7 @@ def _prompt_dir(args: argparse.Namespace) -> Path:
     """``--prompts``, else the configuration's [audio] prompts_dir or <state_dir>/prompts."""
     if args.prompts is not None:
         return Path(args.prompts)
-    from probe.config import load_config
+    from probe.config.model import load_config
 
     config = load_config(args.config)
     return Path(config.audio.prompts_dir or config.probe.state_dir / "prompts")

@@ -52,11 +52,11 @@ from probe.at.errors import AtError, ModemGone, ModemTimeout
 from probe.at.port import AtPort, Transport, open_url
 from probe.at.profiles import Profile
 from probe.at.session import ModemSession
-from probe.config import Expectations, ModemConfig
+from probe.config.model import Expectations, ModemConfig
 from probe.dial.modem_audio import AlsaRecorder, PcmReader, WavSink, hear_answer
 from probe.dial.modem_power import PowerKey
 from probe.errors import DialerError
-from probe.timeline import CallRecord, Ev, Event
+from probe.results.timeline import CallRecord, Ev, Event
 
 log = logging.getLogger("probe.modem")
 

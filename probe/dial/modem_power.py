@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from probe.config import ModemConfig
+from probe.config.model import ModemConfig
 
 
 class PowerKey:

@@ -6,8 +6,9 @@ Threading and lifetime rules of pjsua2, which this module keeps:
   ``mainThreadOnly``) and pumps it with ``libHandleEvents``; every other method must be called
   from that same thread (checked).  pjsua2 callbacks therefore run on our thread, inside
   ``libHandleEvents``, and are stamped with the monotonic clock right there.
-* Callbacks only translate pjsua2 events into :class:`~probe.timeline.CallRecord` events; the
-  decisions (give up ringing, hang up after the hold time) live in :meth:`SipDialer.call`'s loop.
+* Callbacks only translate pjsua2 events into :class:`~probe.results.timeline.CallRecord` events;
+  the decisions (give up ringing, hang up after the hold time) live in
+  :meth:`SipDialer.call`'s loop.
 * Account, Call and Recorder objects are held by strong references and dropped in order:
   hang up → DISCONNECTED → drop recorder and call → ``gc.collect()`` → ``libDestroy()``.
   A recorder destroyed after ``libDestroy`` aborts the process in pjmedia, so :meth:`close`
@@ -31,9 +32,9 @@ from typing import Any
 
 import pjsua2 as pj
 
-from probe.config import Expectations, SipAccount
+from probe.config.model import Expectations, SipAccount
 from probe.errors import DialerError
-from probe.timeline import CallRecord, Ev, Event, RtpStats
+from probe.results.timeline import CallRecord, Ev, Event, RtpStats
 
 log = logging.getLogger("probe.sip")
 

@@ -3,7 +3,8 @@ incidents and notifications (``probe ops serve -c ops.toml``).
 
 It lives in this package, beside the probe, because it is built on the probe's own contracts:
 the result JSON Schema (``probe/schema/result-v1.json``), the cause catalogue and its
-translations (``probe.diagnose``, ``probe.i18n``) and the MQTT topic tree (``probe.mqtt``).  Its
+translations (``probe.diagnosis.rules``, ``probe.diagnosis.i18n``) and the MQTT topic tree
+(``probe.uplink.mqtt``).  Its
 extra dependencies (SQLAlchemy, Alembic, psycopg, FastAPI, uvicorn) come with the ``ops`` extra,
 so a probe on a Pi installs none of them.
 

@@ -44,8 +44,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from probe import __version__
-from probe.commands import SCHEMAS as COMMAND_SCHEMAS
-from probe.i18n import LANGUAGES
+from probe.diagnosis.i18n import LANGUAGES
 from probe.ops import auth
 from probe.ops.auth import Role
 from probe.ops.causes import ALL_CAUSES, describe
@@ -70,6 +69,7 @@ from probe.ops.db import (
 from probe.ops.incidents import IncidentStateError, change_by_hand, lock_incident
 from probe.ops.maintenance import PERIODS, in_maintenance, last_end, windows_between
 from probe.ops.metrics import percentile, registry_for
+from probe.uplink.commands import SCHEMAS as COMMAND_SCHEMAS
 
 log = logging.getLogger("probe.ops.api")
 

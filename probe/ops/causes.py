@@ -1,6 +1,6 @@
 """Causes only ops can name, and the text of any cause in the reader's language.
 
-The probe's catalogue (:data:`probe.diagnose.CAUSES`) names what one probe can tell.  Across
+The probe's catalogue (:data:`probe.diagnosis.rules.CAUSES`) names what one probe can tell.  Across
 sites ops can tell more: that one office fails while the others get through, that a probe went
 quiet.  Those causes are declared here in the same shape, and their English texts are msgids in
 the same gettext catalogs (``probe/locale/<lang>/LC_MESSAGES/probe.po``), so a remedy reads the
@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from probe.diagnose import CAUSES, Actor, CauseSpec, Scope, Verdict
-from probe.i18n import translator
+from probe.diagnosis.i18n import translator
+from probe.diagnosis.rules import CAUSES, Actor, CauseSpec, Scope, Verdict
 
 OPS_CAUSES: dict[str, CauseSpec] = {
     "site.local_failure": CauseSpec(

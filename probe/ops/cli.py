@@ -96,7 +96,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from probe.logs import configure_logging
+    from probe.daemon.logs import configure_logging
     from probe.ops.service import OpsService
 
     configure_logging(args.log_format)

@@ -24,9 +24,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from probe.config.secrets import Secret, resolve_secret
+from probe.diagnosis.i18n import LANGUAGES
 from probe.errors import ConfigError
-from probe.i18n import LANGUAGES
-from probe.secrets import Secret, resolve_secret
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]

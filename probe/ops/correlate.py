@@ -36,7 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from probe.diagnose import CAUSES, Verdict
+from probe.diagnosis.rules import CAUSES, Verdict
 from probe.ops.config import Correlation
 
 EVIDENCE_MAX = 50

@@ -41,7 +41,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from probe.secrets import Secret
+from probe.config.secrets import Secret
 
 #: JSON documents: JSONB on PostgreSQL (indexable, compact), JSON text elsewhere.
 Json = JSON().with_variant(JSONB(), "postgresql")

@@ -43,11 +43,11 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from probe.mqtt import TOPIC_ROOT
 from probe.ops.config import OpsConfig, OpsMqttConfig
 from probe.ops.db import transaction, utcnow
 from probe.ops.messages import Limits, Parsed, Rejected, ResultIn, parse_message
 from probe.ops.store import Stored, finish, quarantine, store, store_results
+from probe.uplink.mqtt import TOPIC_ROOT
 
 log = logging.getLogger("probe.ops.ingest")
 RECEIVE_MAXIMUM = 2000  # unacknowledged QoS 1 messages the broker may have in flight to us

@@ -29,9 +29,9 @@ from typing import Any
 
 import jsonschema_rs
 
-from probe.commands import nesting
-from probe.diagnose import CAUSES, Scope
-from probe.result import result_schema
+from probe.diagnosis.rules import CAUSES, Scope
+from probe.results.document import result_schema
+from probe.uplink.commands import nesting
 
 TOPIC_RE = re.compile(r"^hotline-probe/v1/(?P<probe>[A-Za-z0-9._-]{1,64})/"
                       r"(?P<leaf>result|status|health|cmd-reply|recording)$")

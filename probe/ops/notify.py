@@ -63,7 +63,7 @@ Formats (:func:`render`)
                        (default 5 min): :func:`refresh_alerts`, called from the sweep, re-posts
                        the open incidents.  Routing and silences stay Alertmanager's.
 
-Summary and remedy are the cause catalogue's texts (:data:`probe.diagnose.CAUSES`) translated
+Summary and remedy are the cause catalogue's texts (:data:`probe.diagnosis.rules.CAUSES`) translated
 into ``[ops] language``, their ``{placeholders}`` filled from ``incident.detail`` (``?`` when
 missing).  The rest of the wording is English (the catalogue holds only the causes).
 """

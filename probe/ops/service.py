@@ -167,7 +167,7 @@ class OpsService:
 
     def serve_forever(self) -> int:
         """Run until SIGTERM / SIGINT, pinging systemd's watchdog while every thread lives."""
-        from probe.systemd import Notifier
+        from probe.daemon.systemd import Notifier
 
         notifier = Notifier.from_environment()
         stop = threading.Event()

@@ -166,7 +166,7 @@ def _health_sample(session: Session, h: HealthIn, now: dt.datetime) -> None:
 
 
 def health_sample(health: Any) -> dict[str, Any]:
-    """The charted numbers of one health report (``probe/daemon.py`` ``health()``), each None
+    """The charted numbers of one health report (``probe/daemon/run.py`` ``health()``), each None
     when the report lacks it or holds something else: the report is the probe's word, so a
     missing section, a string where a number belongs or a NaN must not refuse the message.
 

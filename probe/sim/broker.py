@@ -5,7 +5,7 @@ is only worth testing against the broker we deploy.  ``LocalBroker`` runs the sy
 ``mosquitto`` (2.0) on 127.0.0.1 on a free port with a generated config in a temp dir::
 
     with LocalBroker() as broker, Subscriber(broker.host, broker.port, "hotline-probe/#") as sub:
-        ...  # point a probe.mqtt.Publisher at broker.host, broker.port
+        ...  # point a probe.uplink.mqtt.Publisher at broker.host, broker.port
         sub.wait_for(lambda msgs: any(m.topic.endswith("/status") for m in msgs), timeout=5)
 
 ``broker.stop()`` / ``broker.start()`` simulate an outage; the broker comes back on the same port

@@ -31,7 +31,7 @@ from typing import Any
 
 from gpiozero.pins.mock import MockFactory, MockPin, MockSPIDevice, PinState
 
-from probe.line import ADC_CODES, ADC_MID_V, ADC_VREF_V, FRONTEND_GAIN, Mcp3008Reader
+from probe.board.line import ADC_CODES, ADC_MID_V, ADC_VREF_V, FRONTEND_GAIN, Mcp3008Reader
 
 __all__ = [
     "SCENARIOS",

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 
-from probe.config import LineConfig
-from probe.line import LineMonitor, classify_samples
+from probe.board.line import LineMonitor, classify_samples
+from probe.config.model import LineConfig
 from probe.sim.line import LineSimulator, SimBoard, SimClock, ringing
 
 

@@ -33,10 +33,10 @@ from pathlib import Path
 
 from probe.at.router import Pending, Router
 from probe.at.urc import UrcTable
-from probe.config import Expectations, ModemConfig
+from probe.config.model import Expectations, ModemConfig
 from probe.dial.modem import ModemDialer
+from probe.results.timeline import Ev
 from probe.sim.modem import ModemEmulator, scenario
-from probe.timeline import Ev
 
 from ._stats import ErrorStats, table
 

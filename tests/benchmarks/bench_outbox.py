@@ -23,12 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from probe.forwarder import Forwarder
-from probe.mqtt import Publisher
-from probe.outbox import Outbox
 from probe.sim.broker import LocalBroker
 from probe.sim.hotline import HotlineBehaviour, SippHotline
 from probe.sim.probe_config import broker_section, sip_target, write_config
+from probe.uplink.forwarder import Forwarder
+from probe.uplink.mqtt import Publisher
+from probe.uplink.outbox import Outbox
 
 RESULT = json.dumps({"id": "x" * 36, "padding": "r" * 1850}).encode()  # ~1.9 kB
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from probe.config import Expectations, SipAccount
+from probe.config.model import Expectations, SipAccount
 from probe.dial.sip import SipDialer
-from probe.measure import timings
+from probe.results.measure import timings
+from probe.results.timeline import CallRecord, Ev
 from probe.sim.hotline import HotlineBehaviour, SippHotline
-from probe.timeline import CallRecord, Ev
 
 from ._stats import ErrorStats, table
 

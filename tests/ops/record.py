@@ -13,7 +13,7 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from probe.daemon import Daemon
+from probe.daemon.run import Daemon
 from probe.sim.broker import LocalBroker, Subscriber
 from probe.sim.hotline import NEVER_ANSWER, HotlineBehaviour, SippHotline
 from probe.sim.modem import ModemEmulator, scenario

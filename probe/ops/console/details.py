@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from probe.result import result_schema
+from probe.results.document import result_schema
 
 #: The parts of a result that hold measurements, in reading order: (document path, whether to
 #: descend into nested objects).  Identity and bookkeeping (ids, file paths, IMEI) stay out.

@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from sqlalchemy.orm import Session, sessionmaker
 
-from probe.i18n import LANGUAGES
+from probe.diagnosis.i18n import LANGUAGES
 from probe.ops import auth
 from probe.ops.config import OpsConfig
 from probe.ops.console.texts import translator
