@@ -812,6 +812,38 @@ def test_modem_problems_are_named_by_key(tmp_path: Path, overrides: dict[str, An
     assert_problem(problems(tmp_path, overrides), key, fragment)
 
 
+# A pin is claimed once across every section: [indicator], [line] (the MCP3008's SPI0) and
+# each modem.  The later key is named, with the key (or section) already holding the pin.
+PIN_CLASH_CASES: list[tuple[dict[str, Any], str, str]] = [
+    ({"indicator": {}, "modems.gsm.power_pin": "18"}, "modems.gsm.power_pin",
+     "GPIO 18 is already indicator.buzzer_pin"),
+    ({"indicator.led": '"single"', "modems.gsm.status_pin": "23", "modems.gsm.power_pin": "4"},
+     "modems.gsm.status_pin", "GPIO 23 is already indicator.led_pin"),
+    ({"line": {}, "modems.gsm.reset_pin": "9"}, "modems.gsm.reset_pin",
+     "GPIO 9 is already [line]'s SPI0 MISO (the MCP3008 on spidev0.0)"),
+    ({"line": {}, "modems.gsm.power_pin": "7"}, "modems.gsm.power_pin",
+     "GPIO 7 is already [line]'s SPI0 CE1 (kept free for a stock dtparam=spi=on)"),
+    ({"modems.gsm.power_pin": "5", "modems.analog.port": '"/dev/ttyS0"',
+      "modems.analog.power_pin": "5"}, "modems.analog.power_pin",
+     "GPIO 5 is already modems.gsm.power_pin"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key", "reason"), PIN_CLASH_CASES,
+                         ids=[key for _, key, _ in PIN_CLASH_CASES])
+def test_a_pin_two_sections_claim_is_one_problem_naming_both(
+        tmp_path: Path, overrides: dict[str, Any], key: str, reason: str) -> None:
+    assert problems(tmp_path, overrides) == [(key, reason)]
+
+
+def test_pins_free_in_the_other_sections_are_accepted(tmp_path: Path) -> None:
+    # SPI0 is only the line's while [line] is on; a buzzer switched off frees its pin.
+    config = load(tmp_path, {"indicator.buzzer": "false", "modems.gsm.power_pin": "18",
+                             "modems.gsm.reset_pin": "9"})
+    gsm = config.modem("gsm")
+    assert gsm is not None and (gsm.power_pin, gsm.reset_pin) == (18, 9)
+
+
 def test_modem_alsa_device_and_register_wait(tmp_path: Path) -> None:
     config = load(tmp_path, {"modems.gsm.alsa_device": '"plughw:CARD=Device,DEV=0"',
                              "modems.gsm.register_wait_s": "12.5"})

@@ -358,12 +358,49 @@ def parse_config(
             problems.append((f"modems.{kind}", f"missing: required because "
                              f'{verb.format(", ".join(users))} channel "{kind}"'))
 
+    _pins_across_sections(top, indicator, modems)
+
     if problems:
         raise ConfigError(problems, source)
     assert probe is not None
     return Config(probe=probe, mqtt=mqtt, sip=sip, targets=tuple(targets), source=source,
                   line=line, indicator=indicator, modems=modems, audio=audio,
                   homeassistant=homeassistant)
+
+
+def _pins_across_sections(top: _Table, indicator: IndicatorConfig | None,
+                          modems: Mapping[str, ModemConfig]) -> None:
+    """Every GPIO claimed once across all sections: each section checks its own pins, this
+    catches a pin two sections both claim (a modem's power_pin on the buzzer, a reset_pin on
+    the MCP3008's SPI0 while [line] reads it), naming the later key and the one holding it."""
+    from probe.board.pins import SYSTEM_PINS
+
+    claims: dict[int, str] = {}  # GPIO -> who holds it, as the message says it
+    if top.has("line") and isinstance(top.data["line"], dict):
+        # [line] reads the MCP3008 over SPI0 (hardware/pinmap.toml's reserved SPI0 pins)
+        for gpio, why in SYSTEM_PINS.items():
+            if why.startswith("SPI0"):
+                bus_pin, _, use = why.partition(": ")
+                claims[gpio] = f"[line]'s {bus_pin} ({use})"
+    if indicator is not None:
+        leds = {"rgb": ("red_pin", "green_pin", "blue_pin"), "single": ("led_pin",),
+                "none": ()}[indicator.led]
+        for key in (*leds, "buzzer_pin", "button_pin"):
+            pin = getattr(indicator, key)
+            if pin is not None:
+                claims.setdefault(pin, f"indicator.{key}")
+    for kind, modem in modems.items():
+        mine: dict[int, str] = {}  # a modem's own pins are checked in its section
+        for key in ("power_pin", "status_pin", "reset_pin"):
+            pin = getattr(modem, key)
+            if pin is None:
+                continue
+            if pin in claims:
+                top.problems.append((f"modems.{kind}.{key}",
+                                     f"GPIO {pin} is already {claims[pin]}"))
+            mine.setdefault(pin, f"modems.{kind}.{key}")
+        for pin, who in mine.items():
+            claims.setdefault(pin, who)
 
 
 # --------------------------------------------------------------------------- sections
