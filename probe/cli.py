@@ -36,6 +36,7 @@ from probe.human import show, words
 
 if TYPE_CHECKING:
     from probe.config.model import Config, Target
+    from probe.dial.dialer import Dialer
 
 DEFAULT_CONFIG = "/etc/hotline-probe/probe.toml"
 LINE_EPILOG = """exit codes:
@@ -246,25 +247,22 @@ def _call_here(args: argparse.Namespace, config: Config, target: Target, channel
     if busy is not None:
         return _port_busy(busy, config)
     try:
-        dialer: Any = (start_sip_dialer(config) if channel == "sip"
-                       else start_modem_dialer(config, channel))
+        dialer: Dialer | None = (start_sip_dialer(config) if channel == "sip"
+                                 else start_modem_dialer(config, channel))
         if dialer is None:
             raise ConfigError([(channel if channel == "sip" else f"modems.{channel}",
                                 f"target {target.name!r} calls over {channel}, but no "
                                 f"{channel} section is configured")], config.source)
         interrupted = _hang_up_on_ctrl_c(dialer)
         try:
-            registration = getattr(dialer, "registration_facts", None)
-            facts = ProbeFacts(sip_registration=registration() if callable(registration)
-                               else None)
+            facts = ProbeFacts(sip_registration=dialer.facts().get("registration"))
             doc = run_call(config, target, channel, dialer, audio_dir, facts=facts,
                            verdicts=VerdictBook(config.probe.state_dir / "verdicts.json",
                                                 config.probe.language),
                            progress=progress)
         finally:
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            if dialer is not None:
-                dialer.close()
+            dialer.close()
     except DialerError as exc:  # the SIP stack or the modem would not serve: a probe fault
         print(f"probe: could not place the call: {exc}", file=sys.stderr)
         return EXIT_UNJUDGED
@@ -275,7 +273,7 @@ def _call_here(args: argparse.Namespace, config: Config, target: Target, channel
     return result_exit_code(doc)
 
 
-def _hang_up_on_ctrl_c(dialer: Any) -> threading.Event:
+def _hang_up_on_ctrl_c(dialer: Dialer) -> threading.Event:
     """The first Ctrl-C hangs the call up cleanly (it is still measured and shown, outcome
     ``aborted``); a second one stops at once.  A KeyboardInterrupt raised into the SIP stack's
     callbacks instead would be swallowed there and leave pjsip half torn down."""

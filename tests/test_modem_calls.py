@@ -23,7 +23,7 @@ from gpiozero.pins.mock import MockConnectedPin, MockFactory
 
 from probe.config.model import Expectations, ModemConfig, ProbeIdentity
 from probe.config.secrets import Secret
-from probe.dial.modem import LineInUse, ModemDialer
+from probe.dial.modem import ModemDialer
 from probe.results.document import build_result, result_schema, validate_result
 from probe.results.measure import classify
 from probe.results.timeline import CallRecord, Ev
@@ -246,13 +246,6 @@ def test_unresponsive_without_power_pin_reports_modem_unresponsive(tmp_path: Pat
     validate_result(doc)
     assert (doc["outcome"], doc["modem"]["error"]) == ("modem_error", "modem.unresponsive")
     assert doc["timings_ms"]["post_dial_delay"] is None
-
-
-def test_analog_line_in_use_defers_the_call(tmp_path: Path) -> None:
-    with ModemEmulator("v253", SCENARIOS["answered"]) as modem, dialer_for(modem) as dialer:
-        with pytest.raises(LineInUse):
-            place(dialer, tmp_path, line_busy=lambda: True)
-        assert "ATD+33472000390" not in modem.received
 
 
 def test_no_sim(tmp_path: Path) -> None:

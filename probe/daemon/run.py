@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from probe import __version__
 from probe.board.indicator import Status, indicator_status
@@ -47,6 +47,7 @@ from probe.daemon.schedule import Slot, due_slots, plan, replan, reschedule
 from probe.daemon.systemd import Notifier
 from probe.diagnosis.history import VerdictBook
 from probe.diagnosis.rules import ProbeFacts, Thresholds
+from probe.dial.dialer import Dialer
 from probe.dial.progress import Progress
 from probe.dial.runner import next_boot_count, prepare_state_dir, prune_audio, run_call
 from probe.errors import ConfigError, DialerError, ProbeError
@@ -67,13 +68,6 @@ HEALTH_EVERY_S = 60.0
 DIALER_RETRY_S = 30.0  # a dialer that failed to start is retried this often
 ONCE_DRAIN_S = 30.0  # --once: how long to wait for the broker to take the results
 DEFER_S = 60.0  # an analog call deferred because the line is in use is tried again after this
-
-
-class Dialer(Protocol):
-    last_beat: float
-
-    def abort(self) -> None: ...
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -108,7 +102,7 @@ class ChannelWorker:
     """
 
     def __init__(self, channel: str, make_dialer: Callable[[], Dialer | None],
-                 place_call: Callable[[Job, Any], dict[str, Any]],
+                 place_call: Callable[[Job, Dialer], dict[str, Any]],
                  on_result: Callable[[Job, dict[str, Any]], None],
                  on_fault: Callable[[], None] | None = None) -> None:
         self.channel = channel
@@ -135,15 +129,8 @@ class ChannelWorker:
     def facts(self) -> dict[str, Any]:
         """The line's counters, and what its dialer knows now: the SIP registration, the
         modem's radio state (both plain data, cheap, readable from any thread)."""
-        facts = dict(self.state.facts)
         dialer = self.dialer
-        registration = getattr(dialer, "registration_facts", None)
-        if callable(registration) and (found := registration()) is not None:
-            facts["registration"] = found
-        modem_health = getattr(dialer, "health", None)
-        if callable(modem_health):
-            facts["modem"] = modem_health()
-        return facts
+        return {**self.state.facts, **(dialer.facts() if dialer is not None else {})}
 
     def start(self) -> ChannelWorker:
         self.thread.start()
@@ -497,7 +484,7 @@ class Daemon:
     def _workers(self, config: Config, audio_dir: Path) -> dict[str, ChannelWorker]:
         from probe.dial.runner import start_modem_dialer, start_sip_dialer
 
-        def place(job: Job, dialer: Any) -> dict[str, Any]:
+        def place(job: Job, dialer: Dialer) -> dict[str, Any]:
             monitor = self.line
             # An analog call claims the line: LineInUseError (the call is deferred) while a
             # person is on it or it rings.

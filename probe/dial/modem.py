@@ -18,14 +18,14 @@ Example::
         record = dialer.call("+33472000390", target.expect, target="support",
                              audio_path=Path("/var/lib/hotline-probe/audio/x.wav"))
 
-``line_busy`` (analog): a callable saying the line is in use (someone is on the phone); the
-call is then not placed and :class:`LineInUse` is raised so the scheduler can defer it.
-
 Audio: the modem's own (V.253 ``AT+VRX``, PCM port with ``audio_port``), else ``arecord`` on
 ``alsa_device`` from just before ``ATD`` to the end of the call (early media included).  Where
 the network may through-connect at ringback (A76xx), the recording decides when the far end
 answered (:func:`probe.dial.modem_audio.hear_answer`): ``answer_confirmed`` and
 ``through_connected`` say so in the result, and the answer moves to the speech onset.
+
+Whether the analog line is free (nobody on the phone) is asked before the dial by the caller:
+the daemon seizes the line (probe/board/line.py ``LineMonitor.seize``) and defers the call.
 
 SIM and network: a SIM asking for its PIN gets ``sim_pin`` once; a refused PIN is never sent
 again by this dialer (three wrong ones lock the SIM).  A modem still searching for a network is
@@ -52,17 +52,13 @@ from probe.at.errors import AtError, ModemGone, ModemTimeout
 from probe.at.port import AtPort, Transport, open_url
 from probe.at.profiles import Profile
 from probe.at.session import ModemSession
-from probe.config.model import Expectations, ModemConfig
+from probe.config.model import Expectations, ModemConfig, Target
 from probe.dial.modem_audio import AlsaRecorder, PcmReader, WavSink, hear_answer
 from probe.dial.modem_power import PowerKey
 from probe.errors import DialerError
 from probe.results.timeline import CallRecord, Ev, Event
 
 log = logging.getLogger("probe.modem")
-
-
-class LineInUse(DialerError):
-    """The analog line is in use: the test call was not placed (defer it, it is no failure)."""
 
 
 class ModemUnusable(DialerError):
@@ -130,7 +126,6 @@ class ModemDialer:
     # -- the call ---------------------------------------------------------------------------
     def call(self, number: str, expect: Expectations, *, target: str, audio_path: Path,
              dtmf: str | None = None, dtmf_after_s: float = 2.0,
-             line_busy: Callable[[], bool] | None = None,
              on_event: Callable[[Event], None] | None = None) -> CallRecord:
         """Place one call to ``number``; the record of what happened (never raises for a
         modem or network failure: those are results).  ``on_event`` is told of each event as
@@ -142,8 +137,6 @@ class ModemDialer:
         facts["port"] = self.config.port
         self._abort.clear()
         self._beat()
-        if line_busy is not None and line_busy():
-            raise LineInUse(f"{self.config.kind} line in use: test call to {number} deferred")
         error = self._prepare(facts)
         if error is not None:
             self._set_health(facts, error[0])
@@ -173,7 +166,15 @@ class ModemDialer:
             return exc.args[0], exc.args[1]
         return None
 
+    def destination(self, target: Target) -> str | None:
+        """The target's number (None: it has none to dial over a modem)."""
+        return target.number
+
     # -- health (the daemon's health record) --------------------------------------------
+    def facts(self) -> dict[str, Any]:
+        """The modem's last known radio facts (:meth:`health`), any thread."""
+        return {"modem": self.health()}
+
     def health(self) -> dict[str, Any]:
         """The modem's last known radio facts, for the daemon's health record.
 

@@ -17,14 +17,15 @@ from probe.clock import clock_synced
 from probe.config.model import Config, Target
 from probe.diagnosis.history import VerdictBook
 from probe.diagnosis.rules import ProbeFacts
+from probe.dial.dialer import Dialer
 from probe.dial.progress import CallSteps, Progress, Step
 from probe.dial.sip import SipDialer
 from probe.errors import ConfigError, DialerError
 from probe.results.document import build_result, validate_result, wav_duration_ms
+from probe.results.timeline import CallRecord
 
 if TYPE_CHECKING:
     from probe.dial.modem import ModemDialer
-from probe.results.timeline import CallRecord
 
 log = logging.getLogger("probe.run")
 
@@ -82,8 +83,7 @@ def start_modem_dialer(config: Config, channel: str) -> ModemDialer | None:
     return ModemDialer(modem) if modem is not None else None
 
 
-def run_call(config: Config, target: Target, channel: str,
-             dialer: SipDialer | ModemDialer | None, audio_dir: Path, *,
+def run_call(config: Config, target: Target, channel: str, dialer: Dialer, audio_dir: Path, *,
              verdicts: VerdictBook | None = None, facts: ProbeFacts | None = None,
              line: Callable[[], dict[str, Any] | None] | None = None,
              progress: Progress | None = None) -> dict[str, Any]:
@@ -100,22 +100,12 @@ def run_call(config: Config, target: Target, channel: str,
     # started_at is read at the dial: a clock set by NTP only during the call leaves that
     # timestamp on the old clock, so the result is synchronised only if it was so throughout
     synced_at_dial = clock_synced()
-    if channel in ("gsm", "analog"):
-        from probe.dial.modem import ModemDialer
-
-        if not isinstance(dialer, ModemDialer) or target.number is None:
-            raise DialerError(f"target {target.name!r} has no {channel} modem or number")
-        record = dialer.call(target.number, target.expect, target=target.name,
-                             audio_path=audio_path, dtmf=target.dtmf,
-                             dtmf_after_s=target.dtmf_after_s,
-                             on_event=_steps(progress, target.number))
-    else:
-        if not isinstance(dialer, SipDialer) or target.sip_uri is None:
-            raise DialerError(f"target {target.name!r} has no SIP path configured")
-        record = dialer.call(target.sip_uri, target.expect, target=target.name,
-                             audio_path=audio_path, dtmf=target.dtmf,
-                             dtmf_after_s=target.dtmf_after_s,
-                             on_event=_steps(progress, target.sip_uri))
+    destination = dialer.destination(target)
+    if destination is None:
+        raise DialerError(f"target {target.name!r} has nothing to dial over {channel}")
+    record = dialer.call(destination, target.expect, target=target.name, audio_path=audio_path,
+                         dtmf=target.dtmf, dtmf_after_s=target.dtmf_after_s,
+                         on_event=_steps(progress, destination))
     if progress is not None and record.audio_path is not None:
         heard_ms = wav_duration_ms(record.audio_path)
         progress(Step("analysing", "analysing what was heard"

@@ -32,7 +32,7 @@ from typing import Any
 
 import pjsua2 as pj
 
-from probe.config.model import Expectations, SipAccount
+from probe.config.model import Expectations, SipAccount, Target
 from probe.errors import DialerError
 from probe.results.timeline import CallRecord, Ev, Event, RtpStats
 
@@ -338,6 +338,15 @@ class SipDialer:
         self._ep = None
         global _live_endpoint
         _live_endpoint = None
+
+    def destination(self, target: Target) -> str | None:
+        """The target's SIP URI (None: it is not called over SIP)."""
+        return target.sip_uri
+
+    def facts(self) -> dict[str, Any]:
+        """The latest REGISTER's answer, when there is a registrar (any thread)."""
+        registration = self.registration_facts()
+        return {} if registration is None else {"registration": registration}
 
     def registration_facts(self) -> dict[str, Any] | None:
         """{"code", "reason"} of the latest REGISTER; None without a registrar.  Plain data:
