@@ -69,8 +69,8 @@ def test_probe_call_goes_through_the_running_daemon(tmp_path: Path,
     published = [m.json() for m in sub.messages if m.topic.endswith("/result")]
     assert doc["id"] in [r["id"] for r in published], "the daemon published the handed call"
     assert doc == next(r for r in published if r["id"] == doc["id"])
-    assert re.search(r"probe\.commands: command run \{\"target\": \"support\", \"channel\": "
-                     r"\"sip\"\} \(control socket\)", log), log[-3000:]
+    assert re.search(r"probe\.uplink\.commands: command run \{\"target\": \"support\", "
+                     r"\"channel\": \"sip\"\} \(control socket\)", log), log[-3000:]
     # It waited behind the scheduled call, then streamed the call's steps as they happened.
     steps = call.stderr.splitlines()
     assert steps[0] == "waiting for the sip line: a call is in progress", call.stderr
