@@ -410,6 +410,10 @@ def path_findings(doc: dict[str, Any], limits: dict[str, Any], th: Thresholds) -
             add("hotline.busy", code=code, cause=cause)
     elif outcome == "no_answer":
         add("hotline.no_answer", limit_s=limits.get("max_ring_s"), code=code)
+    elif outcome in ("congestion", "unassigned_number") and sit is not None:
+        # the outcome came from the tone (the modem said only NO CARRIER): its code is precise
+        add(SIT_CAUSES.get(sit, "config.number_intercepted"),
+            evidence=_evidence(code, reason, cause, sit), code=code, sit=sit)
     elif outcome == "congestion":
         add("carrier.congestion", evidence=_evidence(code, reason, cause, sit), code=code,
             reason=reason)

@@ -20,7 +20,15 @@ import jsonschema
 from probe import __version__
 from probe.clock import rfc3339
 from probe.config.model import Expectations, ProbeIdentity
-from probe.results.measure import Outcome, Timings, Verdict, classify, judge, timings
+from probe.results.measure import (
+    Outcome,
+    Timings,
+    Verdict,
+    classify,
+    decide_outcome,
+    judge,
+    timings,
+)
 from probe.results.timeline import CallRecord, Ev
 
 SCHEMA_ID = "https://hotline-probe.invalid/schema/result-v1.json"
@@ -52,7 +60,7 @@ def validate_result(doc: dict[str, Any]) -> None:
 def build_result(record: CallRecord, expect: Expectations, probe: ProbeIdentity,
                  *, result_id: str | None = None, clock_synced: bool | None = None,
                  analysis: dict[str, Any] | None = None) -> dict[str, Any]:
-    outcome = classify(record)
+    outcome, evidence = decide_outcome(classify(record), record, analysis)
     t = timings(record)
     verdict = judge(outcome, t, record, expect, analysis)
     start = record.first(Ev.DIAL)
@@ -73,6 +81,8 @@ def build_result(record: CallRecord, expect: Expectations, probe: ProbeIdentity,
         # (durations are not affected: they come from the monotonic clock).
         "clock_synced": clock_synced,
         "outcome": str(outcome),
+        "outcome_evidence": {"decided_by": evidence.decided_by,
+                             "signalled": str(evidence.signalled), "heard": evidence.heard},
         "expectations": _expectations(verdict),
         "timings_ms": _timings(t),
         "sip": _sip(record) if record.channel == "sip" else None,

@@ -136,6 +136,80 @@ def classify_modem(record: CallRecord) -> Outcome:
     return Outcome.FAILED if record.first(Ev.END) is None else Outcome.NO_CARRIER
 
 
+# Where a modem's signalling says little, what the caller heard decides (the issue of every
+# polled modem, and of a network that clears with NO CARRIER and no cause): the clearing
+# outcomes below are open to the audio; a cause from the network, an answer or the probe's own
+# ring limit are not.
+WEAK_OUTCOMES = {Outcome.NO_CARRIER, Outcome.UNREACHABLE}
+# A modem's busy word (BUSY, V.253 <DLE>b) says "a busy-like tone": the cadence tells busy
+# (slow, e.g. 0.5/0.5 s) from congestion / reorder (fast, e.g. 0.25/0.25 s).
+TONE_OUTCOMES = {"busy": Outcome.BUSY, "congestion": Outcome.CONGESTION,
+                 "number_unobtainable": Outcome.UNASSIGNED_NUMBER}
+# A special information tone's code (Telcordia GR-1162 categories): NC and RO are a network
+# that could not complete the path (no circuit, reorder), the others a number that does not
+# lead to the subscriber (vacant, changed, ineffective, or the ITU-T Q.35 tone).
+SIT_CONGESTION = {"NC'", "NC''", "RO'", "RO''"}
+
+
+@dataclass(frozen=True)
+class OutcomeEvidence:
+    """Which evidence decided the outcome: the modem's or network's signalling, or the audio.
+
+    ``signalled`` is what the signalling alone said, ``heard`` what in the audio overruled it
+    (None when the signalling decided)."""
+
+    decided_by: str  # "signalling" | "audio"
+    signalled: Outcome
+    heard: str | None = None
+
+
+def decide_outcome(outcome: Outcome, record: CallRecord,
+                   analysis: dict[str, Any] | None) -> tuple[Outcome, OutcomeEvidence]:
+    """The outcome of a modem call once what was heard before the clearing is known.
+
+    Only weak signalling is overruled: NO CARRIER or nothing at all (:data:`WEAK_OUTCOMES`) by
+    a SIT, a busy / congestion / number-unobtainable tone, ringback or an announcement; a busy
+    word by the tone's cadence (busy or congestion).  SIP's final status is precise, and an
+    answered call stays answered (its SIT is a failed expectation, see :func:`judge`)."""
+    signalling = OutcomeEvidence("signalling", outcome)
+    if record.channel == "sip" or not analysis:
+        return outcome, signalling
+    tones = [t for t in analysis.get("tones") or [] if t.get("kind")]
+    if outcome == Outcome.BUSY and (record.facts.get("modem") or {}).get("cause") is None:
+        fast = [t for t in tones if t["kind"] == "congestion"]
+        if fast and not any(t["kind"] == "busy" for t in tones):
+            return Outcome.CONGESTION, OutcomeEvidence("audio", outcome, _heard_tone(fast[-1]))
+        return outcome, signalling
+    if outcome not in WEAK_OUTCOMES:
+        return outcome, signalling
+    sit = next((t for t in tones if t["kind"] == "sit"), None)
+    if sit is not None:
+        heard = (Outcome.CONGESTION if sit.get("sit_code") in SIT_CONGESTION
+                 else Outcome.UNASSIGNED_NUMBER)
+        return heard, OutcomeEvidence("audio", outcome, _heard_sit(sit))
+    decisive = [t for t in tones if t["kind"] in TONE_OUTCOMES]
+    if decisive:  # the last one: what the line settled on before it was cleared
+        tone = decisive[-1]
+        return TONE_OUTCOMES[tone["kind"]], OutcomeEvidence("audio", outcome, _heard_tone(tone))
+    speech = analysis.get("speech") or {}
+    if speech.get("present"):  # "the subscriber is unavailable" with no tone before it
+        return Outcome.UNAVAILABLE, OutcomeEvidence(
+            "audio", outcome, f"an announcement ({speech.get('total_s', 0):.1f} s of speech)")
+    ringback = [t for t in tones if t["kind"] == "ringback"]
+    if ringback:  # it rang, and the network cleared it unanswered
+        return Outcome.NO_ANSWER, OutcomeEvidence("audio", outcome, _heard_tone(ringback[-1]))
+    return outcome, signalling
+
+
+def _heard_tone(tone: dict[str, Any]) -> str:
+    """``busy tone 425 Hz 0.5/0.5 s at 2.10 s``."""
+    freqs = "+".join(f"{f:g}" for f in tone.get("frequencies_hz") or [])
+    cadence = "/".join(f"{c:g}" for c in tone.get("cadence_s") or [])
+    return " ".join(part for part in (
+        tone["kind"].replace("_", " ") + " tone", f"{freqs} Hz" if freqs else "",
+        f"{cadence} s" if cadence else "", f"at {tone.get('start_s', 0):.2f} s") if part)
+
+
 MODEM_ERROR_OUTCOMES = {
     "modem.not_registered": Outcome.NOT_REGISTERED,
     "modem.no_sim": Outcome.NO_SIM,
