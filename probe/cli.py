@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
 import sys
-import threading
-import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from probe import __version__
-from probe.dial.progress import Progress, Step
 from probe.errors import ConfigError, DialerError
 from probe.exitcodes import (
     EPILOG,
@@ -34,9 +30,12 @@ from probe.exitcodes import (
 )
 from probe.human import show, words
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # heavy or seldom needed: imported where used, so --version stays quick
+    import threading
+
     from probe.config.model import Config, Target
     from probe.dial.dialer import Dialer
+    from probe.dial.progress import Progress, Step
 
 DEFAULT_CONFIG = "/etc/hotline-probe/probe.toml"
 LINE_EPILOG = """exit codes:
@@ -49,15 +48,15 @@ LINE_EPILOG = """exit codes:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.version:  # before logging and any probe module: a tenth of a second on a Pi
+        print(f"hotline-probe {__version__} (pjproject {_pjproject_version()}, "
+              f"Python {sys.version.split()[0]})")
+        return EXIT_OK
+    import logging
+
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if args.version:
-        from probe.dial.sip import pjproject_version
-
-        print(f"hotline-probe {__version__} (pjproject {pjproject_version()}, "
-              f"Python {sys.version.split()[0]})")
-        return EXIT_OK
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -74,9 +73,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return crashed(exc, verbose=args.verbose)
 
 
+def _pjproject_version() -> str:
+    """pjproject's version from the bare library: probe.dial.sip would also load the config
+    model and the diagnosis rules (half of ``--version``'s time).  Unless that module is
+    loaded, no endpoint runs in this process, so a short-lived one may be made here (pjsua2
+    allows one at a time)."""
+    sip = sys.modules.get("probe.dial.sip")
+    if sip is not None:  # main() called where a SIP stack may run: its copy, under its lock
+        return str(sip.pjproject_version())
+    import pjsua2
+
+    return str(pjsua2.Endpoint().libVersion().full)
+
+
 def crashed(exc: Exception, *, verbose: bool) -> int:
     """Report an unexpected exception in one line (the traceback only with ``-v``)."""
     if verbose:
+        import traceback
+
         traceback.print_exception(exc, file=sys.stderr)
     hint = "" if verbose else " (probe -v ... shows the traceback)"
     print(f"probe: internal error: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
@@ -277,6 +291,8 @@ def _hang_up_on_ctrl_c(dialer: Dialer) -> threading.Event:
     """The first Ctrl-C hangs the call up cleanly (it is still measured and shown, outcome
     ``aborted``); a second one stops at once.  A KeyboardInterrupt raised into the SIP stack's
     callbacks instead would be swallowed there and leave pjsip half torn down."""
+    import threading
+
     interrupted = threading.Event()
 
     def hang_up(signum: int, frame: Any) -> None:

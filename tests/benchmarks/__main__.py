@@ -6,7 +6,7 @@ Figures only: nothing here asserts a timing (a loaded CI machine must not fail a
                                                          # corpus and 10 minutes of idle daemon)
     .venv/bin/python -m tests.benchmarks --quick         # smoke run (~3 minutes)
     .venv/bin/python -m tests.benchmarks --only timing   # one of timing|cost|audio|standards|
-                                                         # modem|outbox|console|ops
+                                                         # modem|outbox|console|ops|footprint
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from . import (
     bench_audio,
     bench_call_cost,
     bench_console,
+    bench_footprint,
     bench_modem,
     bench_ops,
     bench_outbox,
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="seed of the imposed delays (default %(default)s)")
     p.add_argument("--quick", action="store_true", help="fewer calls: a smoke run")
     p.add_argument("--only", choices=("timing", "cost", "audio", "standards", "modem", "outbox",
-                                      "console", "ops"),
+                                      "console", "ops", "footprint"),
                    help="run one benchmark only")
     args = p.parse_args(argv)
     calls = args.calls if args.calls is not None else (QUICK_CALLS if args.quick else 50)
@@ -79,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(bench_console.report(console), end="\n\n", flush=True)
     if args.only in (None, "ops"):  # central ops: ingest rate, scaling, latency (~8 min)
         bench_ops.main(["--quick"] if args.quick else [])
+        print(flush=True)
+    if args.only in (None, "footprint"):  # probe --version time, idle daemon RSS (1 GB Pi)
+        bench_footprint.main(["--runs", "5" if args.quick else "20"])
         print(flush=True)
     print(summary(timing, cost, time.monotonic() - started))
     return 0

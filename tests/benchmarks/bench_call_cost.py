@@ -97,13 +97,15 @@ with open(sys.argv[1], "w") as f:
 """
 
 
-def measure(argv: list[str], stdout_path: Path, stderr_path: Path) -> Usage:
-    """Run ``argv`` (absolute program path) to completion and return its own resource usage."""
+def measure(argv: list[str], stdout_path: Path, stderr_path: Path,
+            cwd: Path = PROJECT_ROOT) -> Usage:
+    """Run ``argv`` (absolute program path) in ``cwd`` to completion and return its own
+    resource usage."""
     usage_path = stdout_path.with_name("usage")
     usage_path.unlink(missing_ok=True)
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         subprocess.run([sys.executable, "-S", "-c", _LAUNCHER, str(usage_path), *argv],
-                       stdout=out, stderr=err, cwd=PROJECT_ROOT, check=True)
+                       stdout=out, stderr=err, cwd=cwd, check=True)
     user, system, maxrss_kib, wall, code = usage_path.read_text().split()
     return Usage(user_s=float(user), sys_s=float(system), maxrss_mib=int(maxrss_kib) / 1024,
                  wall_s=float(wall), exit_code=int(code))
