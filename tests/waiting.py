@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], object], timeout: float,
-               what: str = "the condition") -> None:
-    """Return once ``predicate()`` is true; raise TimeoutError naming ``what`` after
+def wait_until(predicate: Callable[[], T], timeout: float = 15,
+               what: str = "the condition") -> T:
+    """Return ``predicate()``'s first true value; raise TimeoutError naming ``what`` after
     ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not (value := predicate()):
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not within {timeout} s")
         time.sleep(0.02)
+    return value

@@ -80,16 +80,6 @@ def start_ops() -> Iterator[Callable[..., OpsService]]:
         service.stop()
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 15, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or predicate}")
-
-
 @contextmanager
 def served(app: FastAPI, cfg: OpsConfig) -> Iterator[str]:
     """``app`` on a real uvicorn at 127.0.0.1 (a free port; another one if it was taken)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from probe.sim.broker import LocalBroker
-from tests.ops.conftest import wait_until
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 

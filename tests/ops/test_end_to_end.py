@@ -22,7 +22,8 @@ from probe.ops.service import OpsService
 from probe.sim.broker import LocalBroker
 from probe.sim.hotline import HotlineBehaviour, SippHotline
 from probe.sim.probe_config import broker_section, sip_target, write_config
-from tests.ops.conftest import make_config, wait_until
+from tests.ops.conftest import make_config
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -42,10 +42,11 @@ from probe.ops.db import (
 from probe.ops.service import OpsService
 from probe.sim.broker import LocalBroker
 from probe.sim.postgres import LocalPostgres
-from tests.ops.conftest import fresh_database, make_config, wait_until
+from tests.ops.conftest import fresh_database, make_config
 from tests.ops.fleet import FleetPublisher, result_doc
 from tests.ops.process import OpsProcess
 from tests.ops.test_scenarios import SITES, publish_rounds
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,9 @@ from sqlalchemy import func, select
 from probe.ops.db import Incident, IncidentEvent, Maintenance, Probe, Quarantine, Result
 from probe.ops.service import OpsService
 from probe.sim.broker import LocalBroker
-from tests.ops.conftest import make_config, wait_until
+from tests.ops.conftest import make_config
 from tests.ops.fleet import FleetPublisher, aligned, result_doc
+from tests.waiting import wait_until
 
 ROUND = 10.0
 Plan = Sequence[Sequence[tuple[str, str, str | None]]]  # rounds of (probe, kind, operator)
