@@ -157,6 +157,14 @@ def _parser() -> argparse.ArgumentParser:
                             formatter_class=raw)
     schema.set_defaults(func=cmd_schema)
 
+    config_schema = sub.add_parser(
+        "config-schema", help="print the configuration's JSON Schema (for editors)",
+        description="Print the JSON Schema of the TOML configuration: every key's type, range, "
+        "default and description (probe/schema/config-v1.json). Point an editor's TOML "
+        "support at it; check-config still has the last word (rules across keys, files, "
+        "secrets).", epilog=USAGE_EPILOG, formatter_class=raw)
+    config_schema.set_defaults(func=cmd_config_schema)
+
     demo = sub.add_parser("demo", help="run test calls against local stand-ins (make demo)",
                           description="Run test calls against local stand-ins (make demo).",
                           epilog=USAGE_EPILOG, formatter_class=raw)
@@ -358,6 +366,13 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from probe.results.document import result_schema
 
     print(json.dumps(result_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    from probe.config.model import config_schema
+
+    print(json.dumps(config_schema(), indent=2))
     return EXIT_OK
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from probe.config.model import (
     Expectations,
     ProbeIdentity,
     Target,
+    config_schema,
     load_config,
     parse_config,
     sip_uri_problem,
@@ -963,3 +966,116 @@ def test_board_sections_report_every_problem_at_once(tmp_path: Path) -> None:
                                 "indicator.led": '"x"', "indicator.buzzer_pin": "30"})
     assert sorted(k for k, _ in found) == ["indicator.buzzer_pin", "indicator.led",
                                            "line.adc_channel", "line.colour"]
+
+
+# --------------------------------------------------------------------------- the JSON Schema
+
+SCHEMA_FILE = ROOT / "probe" / "schema" / "config-v1.json"
+
+
+def config_validator() -> Any:
+    import jsonschema
+
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def schema_errors(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(".".join(map(str, e.absolute_path)), e.message)
+            for e in config_validator().iter_errors(doc)]
+
+
+def test_the_checked_in_schema_is_the_one_the_declarations_give() -> None:
+    # Regenerate with: probe config-schema > probe/schema/config-v1.json
+    assert json.loads(SCHEMA_FILE.read_text(encoding="utf-8")) == config_schema()
+
+
+def test_probe_config_schema_prints_it(capsys: pytest.CaptureFixture[str]) -> None:
+    from probe.cli import main
+
+    assert main(["config-schema"]) == 0
+    assert capsys.readouterr().out == SCHEMA_FILE.read_text(encoding="utf-8")
+
+
+def test_every_table_of_the_schema_has_the_keys_the_reader_accepts() -> None:
+    # Plant an unknown key in each table the schema describes: the reader's "allowed" list
+    # must be exactly the schema's properties, in the same order.
+    full = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+    full["modems"]["analog"] = {"port": "/dev/ttyS0"}
+    full["line"], full["indicator"] = {}, {}
+    full["mqtt"]["tls"] = {}
+    full["targets"][0].setdefault("diagnose", {})
+
+    def walk(node: dict[str, Any], path: tuple[str | int, ...]) -> list[tuple[Any, dict]]:
+        found = [(path, node)]
+        for name, prop in node.get("properties", {}).items():
+            if prop.get("type") == "object":
+                found += walk(prop, (*path, name))
+            elif prop.get("type") == "array" and prop["items"].get("type") == "object":
+                found += walk(prop["items"], (*path, name, 0))
+        return found
+
+    tables = walk(config_schema(), ())
+    assert len(tables) == 15  # the top, 12 sections, [modems.gsm] and [modems.analog]
+    for path, table in tables:
+        doc = copy.deepcopy(full)
+        node: Any = doc
+        for step in path:
+            node = node[step]
+        node["zz_unknown"] = 1
+        with pytest.raises(ConfigError) as info:
+            parse_config(doc, base_dir=EXAMPLE.parent, environ={"PROBE_SIP_PASSWORD": "x"})
+        where = ".".join(f"[{p}]" if isinstance(p, int) else p for p in (*path, "zz_unknown"))
+        where = where.replace(".[", "[")
+        [reason] = [r for k, r in info.value.problems if k == where]
+        allowed = re.fullmatch(r"unknown key \(allowed: ([^)]*)\).*", reason)
+        assert allowed, reason
+        assert allowed[1].split(", ") == list(table["properties"]), where
+
+
+def test_the_examples_and_the_demo_configs_are_valid_by_the_schema(tmp_path: Path) -> None:
+    from probe.demo import fleet, script
+    from probe.sim.probe_config import sip_target, write_config
+
+    assert schema_errors(tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))) == []
+    # The configurations `probe demo` writes (script.py's probe, fleet.py's three offices),
+    # with the stand-ins' addresses filled in.
+    name, number, _, _ = script.MOBILE
+    for office in ("demo", *fleet.SITES):
+        (tmp_path / office).mkdir()
+    demo = [write_config(
+        tmp_path / "demo", probe_id="demo-probe", site="Demo branch office",
+        targets=[*(sip_target(n, "sip:hotline@127.0.0.1:5070", interval_s=900, **script.EXPECT)
+                   for n in script.HOTLINES),
+                 {"name": name, "number": number, "channels": ["gsm"],
+                  "expect": {**script.EXPECT, "hold_s": 3}}],
+        mqtt={"host": "127.0.0.1", "port": 1883},
+        modems={"gsm": {"port": "/dev/pts/7", "audio_port": "/dev/pts/8"}})]
+    for probe_id, site in fleet.SITES.items():
+        targets = [sip_target("orders", "sip:orders@127.0.0.1:5071", interval_s=900,
+                              **fleet.EXPECT),
+                   {"name": "support", "number": "0240000000", "channels": ["analog"],
+                    "expect": fleet.EXPECT}]
+        demo.append(write_config(tmp_path / probe_id, probe_id=probe_id, site=site,
+                                 targets=targets, mqtt={"host": "127.0.0.1", "port": 1883},
+                                 modems={"analog": {"port": "/dev/pts/9", "model": "v253"}}))
+    for path in demo:
+        assert load_config(path) is not None  # the reader takes it ...
+        assert schema_errors(tomllib.loads(path.read_text(encoding="utf-8"))) == []  # and so
+
+
+@pytest.mark.parametrize(("overrides", "where", "fragment"), [
+    ({"modems.gsm.power_pin": "40"}, "modems.gsm.power_pin", "40 is greater than the maximum"),
+    ({"modems.gsm.prot": '"/dev/x"'}, "modems.gsm", "'prot' was unexpected"),
+    ({"targets[1].expect.max_ring_s": "0"}, "targets.1.expect.max_ring_s", "less than or equal"),
+    ({"targets[0].channels": '["sip", "isdn"]'}, "targets.0.channels.1", "'isdn' is not one of"),
+    ({"indicator.buzzer": '"yes"'}, "indicator.buzzer", "'yes' is not of type 'boolean'"),
+    ({"probe.site": DROP}, "probe", "'site' is a required property"),
+    ({"mqtt.port": "true"}, "mqtt.port", "True is not of type 'integer'"),
+])
+def test_a_bad_file_is_refused_by_the_schema_as_by_the_reader(
+        tmp_path: Path, overrides: dict[str, Any], where: str, fragment: str) -> None:
+    doc = tomllib.loads(render(build(overrides)))
+    assert any(k == where and fragment in m for k, m in schema_errors(doc)), schema_errors(doc)
+    assert problems(tmp_path, overrides)  # the reader refuses it too
