@@ -33,7 +33,7 @@ from probe.human import show, words
 if TYPE_CHECKING:  # heavy or seldom needed: imported where used, so --version stays quick
     import threading
 
-    from probe.config.model import Config, Target
+    from probe.config.model import Config, LineConfig, Target
     from probe.dial.dialer import Dialer
     from probe.dial.progress import Progress, Step
 
@@ -351,7 +351,10 @@ def cmd_line(args: argparse.Namespace) -> int:
         raise ConfigError([("line", "no [line] section: this probe has no line interface "
                             "configured (see hardware/README.md)")], config.source)
     try:
-        doc, code = line_report(config.line, args.seconds, sim=args.sim, raw=args.raw)
+        if args.sim is not None:
+            doc, code = _simulated_line_report(config.line, args.seconds, args.sim, args.raw)
+        else:
+            doc, code = line_report(config.line, args.seconds, raw=args.raw)
     except Exception as exc:  # gpiozero: no pin factory, no spidev, permission denied
         if args.sim is not None:
             raise
@@ -360,6 +363,22 @@ def cmd_line(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     print(json.dumps(doc, indent=2) if args.json else format_report(doc))
     return code
+
+
+def _simulated_line_report(cfg: LineConfig, seconds: float | None, scenario: str,
+                           raw: bool) -> tuple[dict[str, Any], int]:
+    """``probe line --sim SCENARIO``: the report read from a simulated board on a simulated
+    clock.  The one place production code reaches into probe/sim (tests/test_layering.py)."""
+    from probe.board.line import line_report
+    from probe.sim.line import open_scenario
+
+    board, clock = open_scenario(scenario)
+    reader = board.reader(cfg.adc_channel, cfg.reference_channel)
+    try:
+        return line_report(cfg, seconds, raw=raw, reader=reader, clock=clock, sleep=clock.sleep)
+    finally:
+        reader.close()
+        board.close()
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -681,25 +681,20 @@ class LineMonitor:
 # --------------------------------------------------------------------------- `probe line`
 
 
-def line_report(cfg: LineConfig, seconds: float | None = None, *, sim: str | None = None,
-                raw: bool = False, pin_factory: Any = None) -> tuple[dict[str, Any], int]:
+def line_report(cfg: LineConfig, seconds: float | None = None, *, raw: bool = False,
+                reader: LineReader | None = None, clock: Callable[[], float] = time.monotonic,
+                sleep: Callable[[float], Any] | None = None,
+                pin_factory: Any = None) -> tuple[dict[str, Any], int]:
     """What ``probe line`` prints, and its exit code (0 usable, 1 a local line fault).
 
-    ``sim`` names a scenario of :data:`probe.sim.line.SCENARIOS` (the simulated board, on a
-    simulated clock); otherwise the board's MCP3008 is read for ``seconds`` of real time.
+    The board's MCP3008 is read for ``seconds`` of real time, unless the caller hands in the
+    ``reader`` to sample on its ``clock`` and ``sleep`` (``probe line --sim``: a simulated
+    board on a simulated clock, wired in probe/cli.py); that reader stays the caller's to close.
     ``raw`` reports mean ADC codes instead (for calibration, hardware/README.md section 4).
     """
     seconds = seconds if seconds is not None else max(2.5, cfg.fault_settle_s + 0.5)
-    board = None
-    clock: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], Any] | None = None
-    if sim is not None:
-        from probe.sim.line import open_scenario
-
-        board, sim_clock = open_scenario(sim)
-        clock, sleep = sim_clock, sim_clock.sleep
-        reader: LineReader = board.reader(cfg.adc_channel, cfg.reference_channel)
-    else:
+    own = reader is None
+    if reader is None:
         reader = Mcp3008Reader(cfg.adc_channel, cfg.reference_channel, pin_factory=pin_factory)
     try:
         if raw:
@@ -712,9 +707,8 @@ def line_report(cfg: LineConfig, seconds: float | None = None, *, sim: str | Non
         failed = doc["fault"] or doc["state"] == LineState.UNKNOWN.value
         return doc, 1 if failed else 0
     finally:
-        reader.close()
-        if board is not None:
-            board.close()
+        if own:
+            reader.close()
 
 
 def _raw_report(cfg: LineConfig, reader: LineReader, seconds: float,
