@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from probe.audio import dtmf, emodel, levels, quality
+from probe.audio import blas, dtmf, emodel, levels, quality
 from probe.audio.frames import FRAME_S, analyse_frames
 from probe.audio.plans import resolve_zone
 from probe.audio.progress import ToneEvent, classify
@@ -49,6 +49,15 @@ def analyze(x: NDArray[np.float64], *, zone: str | None = None,
             use_vad_model: bool = True,
             jitter_buffer_ms: float = emodel.DEFAULT_JITTER_BUFFER_MS) -> dict[str, Any]:
     """Analyse 8 kHz mono samples; see the module docstring.  ``answered`` None = unknown."""
+    with blas.one_thread():  # the products here are too small to share out (probe.audio.blas)
+        return _analyze(x, zone, prompts, expected_prompts, answer_at_s, answered, rtp,
+                        quality_method, use_vad_model, jitter_buffer_ms)
+
+
+def _analyze(x: NDArray[np.float64], zone: str | None, prompts: PromptLibrary | None,
+             expected_prompts: list[str] | None, answer_at_s: float | None,
+             answered: bool | None, rtp: RtpFacts | None, quality_method: str | None,
+             use_vad_model: bool, jitter_buffer_ms: float) -> dict[str, Any]:
     started = time.perf_counter()
     x = np.asarray(x, dtype=np.float64)
     frames = analyse_frames(x)
