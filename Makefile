@@ -18,7 +18,7 @@ NODE_PACKAGES := nodejs npm
 # preload that makes Debian 12's libfaketime fit for Python 3.11 (tests/soak_sleep_fix.c).
 SOAK_PACKAGES := faketime gcc libc6-dev
 
-.PHONY: demo test bench soak lint setup clean ansible-test
+.PHONY: demo test test-fast bench soak lint setup clean ansible-test
 
 # The demo runs in a venv of its own with only what a probe and the ops service need (no
 # linters, ansible or test tools): quicker to build, and proof that the product needs none.
@@ -30,6 +30,19 @@ test: setup
 	$(VENV)/bin/ruff check probe tests
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
+
+# The fast lane while you work (about 20 s): ruff and the tests of pure logic and of the
+# files that need no process started (config, timelines and outcomes, the result schema, AT
+# parsing, diagnosis, the board on mock pins, ops correlation).  `make test` stays the proof.
+FAST_TESTS := tests/test_config.py tests/test_measure.py tests/test_result_schema.py \
+              tests/test_heard_outcome.py tests/test_at_lines.py tests/test_at_port.py \
+              tests/test_diagnose.py tests/test_intercepts.py tests/test_line.py \
+              tests/test_indicator.py tests/test_board_files.py tests/test_layering.py \
+              tests/test_readme.py tests/test_examples.py tests/test_locks.py tests/test_logs.py \
+              tests/ops/test_correlate.py tests/ops/test_config.py
+test-fast: setup
+	$(VENV)/bin/ruff check probe tests
+	$(PY) -m pytest -q -m "not slow" $(FAST_TESTS)
 
 bench: setup
 	$(PY) -m tests.benchmarks
