@@ -15,12 +15,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probe.config.model import parse_config
+from probe.config.model import Target, load_config, parse_config
+from probe.dial.progress import Step
 from probe.errors import ConfigError
 from probe.sim import probe_config
 from probe.sim.broker import LocalBroker, Subscriber
 from probe.sim.hotline import HotlineBehaviour, SippHotline
-from probe.uplink.commands import SCHEMAS, RateLimit, parse
+from probe.uplink.commands import SCHEMAS, CommandHandler, RateLimit, Request, parse
 from tests.commanding import CommandSender, replies
 
 PROBE = "p-cmd"
@@ -120,6 +121,90 @@ def test_no_command_payload_crashes_the_parser(name: str, payload: bytes) -> Non
 
 toml_values = st.one_of(st.integers(-10, 10**6), st.text(max_size=20), st.booleans(),
                         st.floats(allow_nan=False), st.lists(st.text(max_size=5), max_size=3))
+
+
+class Lines:
+    """The commands' controls (probe/uplink/commands.py Controls) of a probe with one SIP line,
+    busy or not, whose queued calls are kept here; its reload fails on demand."""
+
+    def __init__(self, targets: tuple[Target, ...], busy: bool = False) -> None:
+        self.targets, self.busy = targets, busy
+        self.queued: list[dict] = []
+        self.reload_problems: list[tuple[str, str]] = []
+        self.silenced = 0
+
+    def target(self, name: str) -> Target | None:
+        return next((t for t in self.targets if t.name == name), None)
+
+    def line_busy(self, channel: str) -> bool:
+        return channel == "sip" and self.busy
+
+    def run_now(self, target: Target, channel: str, **job) -> bool:
+        if channel != "sip":
+            return False
+        self.queued.append({"target": target.name, "channel": channel, **job})
+        return True
+
+    def reload(self) -> list[tuple[str, str]]:
+        return self.reload_problems
+
+    def health(self) -> dict:
+        return {"probe_id": PROBE, "queued": len(self.queued)}
+
+    def silence(self) -> None:
+        self.silenced += 1
+
+
+def test_the_handler_carries_out_commands_on_its_controls(tmp_path: Path) -> None:
+    """Each command, as the control socket hands it over (replies to a sink): what it asks of
+    the controls, and what it answers."""
+    config = load_config(probe_config.write_config(tmp_path, targets=[
+        probe_config.sip_target("support", "sip:support@127.0.0.1"),
+        {"name": "sales", "number": "+33472000390", "channels": ["gsm"]}],
+        modems={"gsm": {"port": "loop://"}}))
+    lines = Lines(config.targets, busy=True)
+    # No publish function: every reply goes to its request's sink.  Rate: room for them all.
+    handler = CommandHandler(lines, rate=RateLimit(burst=20, every_s=3600))
+    answers: list[dict] = []
+    steps: list[Step] = []
+
+    def command(name: str, args: dict | None = None, **request) -> dict:
+        answers.clear()
+        handler.handle(Request(name, sink=answers.append, origin="test", **request),
+                       json.dumps(args or {}).encode())
+        (answer,) = answers
+        return answer
+
+    assert command("run", {"target": "nobody"}) == {
+        "command": "run", "ok": False, "reason": "no target named 'nobody'"}
+    assert command("run", {"target": "support", "channel": "gsm"}) == {
+        "command": "run", "ok": False, "reason": "target 'support' has no gsm channel"}
+    assert command("run", {"target": "sales"}) == {
+        "command": "run", "ok": False, "reason": "no gsm line"}
+    assert lines.queued == []
+    # The SIP line is busy: the call is queued behind it, and the requester is told so.
+    assert command("run", {"target": "support"}, progress=steps.append, document=True) == {
+        "command": "run", "ok": True, "accepted": True}
+    assert [step.name for step in steps] == ["queued"]
+    assert "waiting for the sip line" in steps[0].text
+    (job,) = lines.queued
+    assert (job["target"], job["channel"], job["document"]) == ("support", "sip", True)
+    assert job["progress"] is not None and job["expired"]() is False
+    job["reply"]({"ok": True, "result": {"id": "r1"}})  # the worker's answer, when it ended
+    assert answers[-1] == {"command": "run", "ok": True, "result": {"id": "r1"}}
+    lines.busy = False
+    command("run", {"target": "support"}, progress=steps.append)
+    assert len(steps) == 1 and len(lines.queued) == 2  # an idle line: no "queued" step
+
+    assert command("health") == {"command": "health", "ok": True,
+                                 "health": {"probe_id": PROBE, "queued": 2}}
+    assert command("silence") == {"command": "silence", "ok": True} and lines.silenced == 1
+    assert command("reload") == {"command": "reload", "ok": True}
+    lines.reload_problems = [("targets[0].interval_s", "must be at least 10")]
+    assert command("reload") == {
+        "command": "reload", "ok": False, "reason": "invalid configuration, old one kept",
+        "problems": ["targets[0].interval_s: must be at least 10"]}
+    assert handler.received == 9 and handler.rejected == 0
 
 
 @settings(max_examples=200, deadline=None)

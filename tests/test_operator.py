@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -24,6 +23,7 @@ from paho.mqtt.properties import Properties
 
 from probe import cli
 from probe.audio import cli as audio_cli
+from probe.config.model import Target
 from probe.demo.script import results_table
 from probe.exitcodes import (
     EXIT_HOTLINE_FAILED,
@@ -271,25 +271,38 @@ def test_forwarded_results_carry_their_content_type(tmp_path: Path, broker: Loca
     assert _content_types(sub)["result"] == {"application/json"}
 
 
-class _Daemon:
-    """The daemon's face to the command handler: its configuration, publisher and health."""
+class _Controls:
+    """The commands' controls (probe/uplink/commands.py Controls) of a probe with no lines."""
 
-    def __init__(self, publisher: Publisher | None = None) -> None:
-        self.config = SimpleNamespace(probe=SimpleNamespace(id=PROBE))
-        self.publisher = publisher
+    def target(self, name: str) -> Target | None:
+        return None
+
+    def line_busy(self, channel: str) -> bool:
+        return False
+
+    def run_now(self, target: Target, channel: str, **job: Any) -> bool:
+        return False
+
+    def reload(self) -> list[tuple[str, str]]:
+        return []
 
     def health(self) -> dict[str, Any]:
         return {"probe_id": PROBE}
 
+    def silence(self) -> None:
+        pass
+
 
 def test_response_topic_is_honoured_when_it_is_the_probes_own(broker: LocalBroker) -> None:
     own = f"hotline-probe/v1/{PROBE}/cmd-reply"
-    daemon = _Daemon()
-    handler = CommandHandler(daemon)
+    publishers: list[Publisher] = []
+    handler = CommandHandler(
+        _Controls(), lambda doc, props: publishers[0].publish("cmd-reply", doc, properties=props),
+        probe_id=PROBE)
     with Subscriber(broker.host, broker.port, "#") as sub, \
             Publisher(probe_id=PROBE, host=broker.host, port=broker.port,
                       subscriptions=("cmd/+",), on_message=handler.receive) as pub:
-        daemon.publisher = pub
+        publishers.append(pub)
         assert pub.wait_connected(10)
         time.sleep(0.5)  # the SUBSCRIBE follows the CONNACK
         ops = CommandSender(broker, PROBE, client_id="ops-op")

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from probe import __version__
 from probe.board.indicator import Status, indicator_status
@@ -56,9 +56,12 @@ from probe.results.recording import submit_recording
 from probe.uplink.commands import CommandHandler
 from probe.uplink.forwarder import Forwarder
 from probe.uplink.homeassistant import Discovery
-from probe.uplink.mqtt import HEALTH, Publisher
+from probe.uplink.mqtt import CMD_REPLY, HEALTH, Publisher
 from probe.uplink.outbox import Outbox
 from probe.uplink.tls import tls_context
+
+if TYPE_CHECKING:
+    from paho.mqtt.properties import Properties
 
 log = logging.getLogger("probe.daemon.run")
 
@@ -357,20 +360,23 @@ class Daemon:
                              max_count=m.outbox_max_results if m else 10_000,
                              max_bytes=(m.outbox_max_mib if m else 50) * 1024 * 1024)
         self.forwarder = Forwarder(self.outbox, rate_per_s=m.drain_rate_per_s if m else 20.0)
-        self.commands = CommandHandler(self)
+        # The publisher's messages are the handler's from the start: its replies go to the
+        # probe id this daemon was started with.
+        self.commands = CommandHandler(self, self._publish_reply, probe_id=config.probe.id)
         self.verdicts = VerdictBook(state_dir / "verdicts.json", config.probe.language)
         # Home Assistant discovery ([homeassistant], off by default), after every connect.
         self.discovery = Discovery(config) if config.homeassistant.enabled else None
-        self.publisher = self._publisher(config)
-        if self.publisher is not None:
-            self.forwarder.start(self.publisher)
         # A board that does not open is a fault to report, never the daemon's death: the
         # LED's statuses then go to the log, results carry no line (probe/board/pins.py).
+        # Before the publisher: a "silence" waiting in the broker finds the indicator.
         self.board = open_board(config.indicator, config.line,
                                 on_line_change=lambda *_: self._line_changed())
         self.indicator, self.line = self.board.indicator, self.board.line
         self.indicator.show(Status.BOOTING)
         self.indicator.start()
+        self.publisher = self._publisher(config)
+        if self.publisher is not None:
+            self.forwarder.start(self.publisher)
         self.workers = self._workers(config, audio_dir)
         if self.line is not None:  # after the workers: its changes refresh what they report
             self.line.start()
@@ -476,7 +482,7 @@ class Daemon:
                         "probe.control_socket", path)
             return None
         try:
-            return ControlServer(path, CommandHandler(self)).start()
+            return ControlServer(path, CommandHandler(self)).start()  # replies: the socket
         except (OSError, ControlSocketTaken) as exc:
             log.error("no control socket at %s: %s", path, exc)
             return None
@@ -652,6 +658,28 @@ class Daemon:
     def publish_health(self) -> None:
         if self.publisher is not None:
             self.publisher.publish(HEALTH, self.health())  # retained: mqtt.DELIVERY
+
+    # -- what commands may do (probe/uplink/commands.py Controls) -------------------------------
+    def target(self, name: str) -> Target | None:
+        assert self.config is not None
+        return next((t for t in self.config.targets if t.name == name), None)
+
+    def line_busy(self, channel: str) -> bool:
+        worker = self.workers.get(channel)
+        return worker is not None and not worker.idle()
+
+    def run_now(self, target: Target, channel: str, *,
+                reply: Callable[[dict[str, Any]], None], expired: Callable[[], bool],
+                progress: Progress | None, document: bool) -> bool:
+        return self.scheduler.run_now(Job(target, channel, reply=reply, expired=expired,
+                                          progress=progress, document=document))
+
+    def silence(self) -> None:
+        self.indicator.silence()
+
+    def _publish_reply(self, doc: dict[str, Any], properties: Properties) -> None:
+        if self.publisher is not None:
+            self.publisher.publish(CMD_REPLY, doc, properties=properties)
 
     # -- reload ---------------------------------------------------------------------------------
     def reload(self) -> list[tuple[str, str]]:

@@ -19,6 +19,9 @@ The daemon's local control socket (probe/daemon/control.py, ``probe call`` while
 served by this same handler (:meth:`CommandHandler.handle`, an instance of its own): the same
 checks and answers, sent back on the socket instead of ``cmd-reply``.
 
+The handler sees the daemon only through :class:`Controls` (what a command may ask of it) and
+a function that publishes a reply: the daemon is one implementation, a test's is a few lines.
+
 MQTT 5 properties of a command, as the ecosystem expects them:
 
 * **Response Topic**: honoured when it is the probe's own ``cmd-reply`` topic.  The shipped ACL
@@ -40,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import jsonschema
 from paho.mqtt.packettypes import PacketTypes
@@ -50,7 +53,7 @@ from probe.dial.progress import Progress, Step
 from probe.uplink.mqtt import CMD_REPLY, JSON_CONTENT_TYPE, topic
 
 if TYPE_CHECKING:
-    from probe.daemon.run import Daemon
+    from probe.config.model import Target
 
 log = logging.getLogger("probe.uplink.commands")
 
@@ -73,6 +76,41 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "health": _EMPTY,
     "silence": _EMPTY,
 }
+
+
+class Controls(Protocol):
+    """What the commands may ask of the daemon (probe/daemon/run.py's ``Daemon`` provides it)."""
+
+    def target(self, name: str) -> Target | None:
+        """The configured target of that name, None when there is none."""
+        ...
+
+    def line_busy(self, channel: str) -> bool:
+        """A call is in progress or queued on that line (a ``run`` would wait behind it)."""
+        ...
+
+    def run_now(self, target: Target, channel: str, *,
+                reply: Callable[[dict[str, Any]], None], expired: Callable[[], bool],
+                progress: Progress | None, document: bool) -> bool:
+        """Queue a call to ``target`` on ``channel`` before the scheduled ones; False when
+        there is no such line.  ``reply`` is told the call's outcome (the worker's answer)."""
+        ...
+
+    def reload(self) -> list[tuple[str, str]]:
+        """Apply the configuration file again; the problems when it is rejected (kept old)."""
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """The health record, as published on ``health``."""
+        ...
+
+    def silence(self) -> None:
+        """Stop the buzzer until the status changes."""
+        ...
+
+
+#: Publishes a reply document, with its MQTT properties, on the probe's ``cmd-reply``.
+PublishReply = Callable[[dict[str, Any], Properties], object]
 
 
 class RateLimit:
@@ -193,9 +231,16 @@ def expiry_deadline(properties: Properties | None, now: float) -> float | None:
 
 
 class CommandHandler:
-    def __init__(self, daemon: Daemon, rate: RateLimit | None = None,
+    """Validates, rate-limits and carries out commands on ``controls``.  Over MQTT the replies
+    go out through ``publish`` on ``cmd-reply`` of ``probe_id``; the control socket's handler
+    has neither (its requests carry their own ``sink``)."""
+
+    def __init__(self, controls: Controls, publish: PublishReply | None = None, *,
+                 probe_id: str | None = None, rate: RateLimit | None = None,
                  rejected_rate: RateLimit | None = None) -> None:
-        self.daemon = daemon
+        self.controls = controls
+        self.publish = publish
+        self.probe_id = probe_id
         self.rate = rate or RateLimit()
         self.rejected_rate = rejected_rate or RateLimit()
         self.received = 0
@@ -244,17 +289,15 @@ class CommandHandler:
                        deadline=expiry_deadline(properties, time.monotonic()))
 
     def reply_topic(self) -> str:
-        """Where this probe answers: the publisher's own tree (its probe id), never a topic
-        read back from the configuration, which a reload may be changing."""
-        publisher = self.daemon.publisher
-        return topic(publisher.probe_id, REPLY_LEAF) if publisher is not None else ""
+        """Where this probe answers: the tree of the probe id it was started with, never a
+        topic read back from the configuration, which a reload may be changing."""
+        return topic(self.probe_id, REPLY_LEAF) if self.probe_id is not None else ""
 
     def reply(self, request: Request, body: dict[str, Any]) -> None:
         if request.sink is not None:
             request.sink({"command": request.name, **body})
             return
-        publisher = self.daemon.publisher
-        if publisher is None:
+        if self.publish is None:
             return
         props = Properties(PacketTypes.PUBLISH)
         props.ContentType = JSON_CONTENT_TYPE
@@ -262,16 +305,11 @@ class CommandHandler:
             props.CorrelationData = request.correlation
         note = {"response_topic": request.response_topic_note} \
             if request.response_topic_note else {}
-        publisher.publish(REPLY_LEAF, {"command": request.name, **body, **note},
-                          properties=props)
+        self.publish({"command": request.name, **body, **note}, props)
 
     # -- the commands ---------------------------------------------------------------------------
     def _run(self, args: dict[str, Any], request: Request) -> None:
-        from probe.daemon.run import Job
-
-        config = self.daemon.config
-        assert config is not None
-        target = next((t for t in config.targets if t.name == args["target"]), None)
+        target = self.controls.target(args["target"])
         if target is None:
             self.reply(request, {"ok": False, "reason":
                                             f"no target named {args['target']!r}"})
@@ -281,20 +319,19 @@ class CommandHandler:
             self.reply(request, {"ok": False, "reason":
                                             f"target {target.name!r} has no {channel} channel"})
             return
-        worker = self.daemon.scheduler.workers.get(channel)
-        if request.progress is not None and worker is not None and not worker.idle():
+        if request.progress is not None and self.controls.line_busy(channel):
             request.progress(Step("queued", f"waiting for the {channel} line: a call is in "
                                   "progress"))
-        job = Job(target, channel, reply=lambda body: self.reply(request, body),
-                  expired=request.expired, progress=request.progress,
-                  document=request.document)
-        if not self.daemon.scheduler.run_now(job):
+        if not self.controls.run_now(target, channel,
+                                     reply=lambda body: self.reply(request, body),
+                                     expired=request.expired, progress=request.progress,
+                                     document=request.document):
             self.reply(request, {"ok": False, "reason": f"no {channel} line"})
             return
         self.reply(request, {"ok": True, "accepted": True})
 
     def _reload(self, args: dict[str, Any], request: Request) -> None:
-        problems = self.daemon.reload()
+        problems = self.controls.reload()
         if problems:
             self.reply(request, {"ok": False, "reason": "invalid configuration, "
                        "old one kept", "problems": [f"{k}: {r}" for k, r in problems]})
@@ -302,13 +339,8 @@ class CommandHandler:
             self.reply(request, {"ok": True})
 
     def _health(self, args: dict[str, Any], request: Request) -> None:
-        self.reply(request, {"ok": True, "health": self.daemon.health()})
+        self.reply(request, {"ok": True, "health": self.controls.health()})
 
     def _silence(self, args: dict[str, Any], request: Request) -> None:
-        indicator = getattr(self.daemon, "indicator", None)
-        if indicator is None:
-            self.reply(request, {"ok": False,
-                                                "reason": "this probe has no buzzer"})
-            return
-        indicator.silence()
+        self.controls.silence()
         self.reply(request, {"ok": True})
