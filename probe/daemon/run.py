@@ -502,7 +502,7 @@ class Daemon:
                     line = functools.partial(self.board.result_line, seizure)
                     doc = run_call(config, job.target, job.channel, dialer, audio_dir,
                                    verdicts=self.verdicts, facts=self.facts(), line=line,
-                                   progress=job.progress)
+                                   progress=job.progress, analysis_worker=True)
             finally:
                 self.refresh_indicator()
             prune_audio(audio_dir)

@@ -86,14 +86,16 @@ def start_modem_dialer(config: Config, channel: str) -> ModemDialer | None:
 def run_call(config: Config, target: Target, channel: str, dialer: Dialer, audio_dir: Path, *,
              verdicts: VerdictBook | None = None, facts: ProbeFacts | None = None,
              line: Callable[[], dict[str, Any] | None] | None = None,
-             progress: Progress | None = None) -> dict[str, Any]:
+             progress: Progress | None = None,
+             analysis_worker: bool = False) -> dict[str, Any]:
     """Place one test call and return its validated result document.
 
     With ``verdicts``, the result carries the target's diagnosis across its channels
     (probe/diagnosis/rules.py), given the probe's own ``facts`` at the time; ``line`` gives the
     line facts (probe/board/line.py snapshot) that go into the result.  (The daemon defers analog
     calls while the line is in use with ``LineMonitor.seize()``.)  ``progress`` is told each
-    step of the call as it happens (probe/dial/progress.py).
+    step of the call as it happens (probe/dial/progress.py).  ``analysis_worker``: the call is
+    heard in a short-lived process (the daemon, which must not keep the analysis stack).
     """
     result_id = str(uuid.uuid4())
     audio_path = audio_dir / f"{result_id}.wav"
@@ -112,7 +114,7 @@ def run_call(config: Config, target: Target, channel: str, dialer: Dialer, audio
                       + (f" ({heard_ms / 1000:.1f} s of audio)…" if heard_ms else "…")))
     doc = build_result(record, target.expect, config.probe, result_id=result_id,
                        clock_synced=synced_at_dial and clock_synced(),
-                       analysis=analyze_call(config, target, record))
+                       analysis=analyze_call(config, target, record, in_worker=analysis_worker))
     if line is not None:  # the line facts go into every result (probe/board/line.py snapshot)
         doc["line"] = line()
     if verdicts is not None:
@@ -125,18 +127,25 @@ def _steps(progress: Progress | None, destination: str) -> CallSteps | None:
     return None if progress is None else CallSteps(progress, destination)
 
 
-def analyze_call(config: Config, target: Target, record: CallRecord) -> dict[str, Any] | None:
-    """Hear the recorded call (tones, speech, prompts, quality; probe/audio).  A failure of
-    the analysis is logged and leaves ``analysis`` null: it never loses the call's result."""
+def analyze_call(config: Config, target: Target, record: CallRecord, *,
+                 in_worker: bool = False) -> dict[str, Any] | None:
+    """Hear the recorded call (tones, speech, prompts, quality; probe/audio), ``in_worker``
+    in a short-lived process (probe/dial/analysis_worker.py).  A failure of the analysis is
+    logged and leaves ``analysis`` null: it never loses the call's result."""
+    audio = config.audio
+    options: dict[str, Any] = {
+        "zone": target.zone or audio.zone,
+        "prompts_dir": audio.prompts_dir or config.probe.state_dir / "prompts",
+        "expected_prompts": target.expected_prompts, "quality": audio.quality,
+        "vad_model": audio.vad_model, "jitter_buffer_ms": audio.jitter_buffer_ms}
+    if in_worker:
+        from probe.dial.analysis_worker import analyze_in_worker
+
+        return analyze_in_worker(record, options)
     from probe.audio.call import analyze_record
 
-    audio = config.audio
     try:
-        return analyze_record(
-            record, zone=target.zone or audio.zone,
-            prompts_dir=audio.prompts_dir or config.probe.state_dir / "prompts",
-            expected_prompts=target.expected_prompts, quality=audio.quality,
-            vad_model=audio.vad_model, jitter_buffer_ms=audio.jitter_buffer_ms)
+        return analyze_record(record, **options)
     except Exception:  # the analysis must not cost us the call's result
         log.exception("audio analysis of %s failed", record.audio_path)
         return None

@@ -3,6 +3,9 @@
 * version — ``python -m probe --version`` run N times (each reaped with ``wait4``, as in
   bench_call_cost): wall time (min, median, mean), CPU seconds and peak RSS, beside the bare
   interpreter (``python -c pass``); then the slowest imports from ``-X importtime``.
+* worker — what the daemon now pays per call to hear it in a short-lived process
+  (probe/dial/analysis_worker.py) against the same analysis in a process that has it loaded:
+  wall and CPU seconds of a 13 s call (ringback, then the stand-in's greeting).
 * idle — ``probe run`` with one SIP target (a SIPp hotline) and the broker (a local mosquitto):
   its one call of the day placed, analysed and published, then RSS read from ``/proc/<pid>/status``
   once it has settled (unchanged for ``SETTLED_S``): that is the daemon between two calls.
@@ -179,6 +182,36 @@ def import_costs() -> list[tuple[str, float]]:
     return [(m, rss(f"importlib.import_module({m!r})") - floor) for m in IMPORTS]
 
 
+def worker_cost(runs: int = 3) -> list[tuple[str, float, float]]:
+    """(how, wall s, CPU s) of one call's analysis: in a worker (its CPU is the child's), and
+    in this process once the analysis stack is loaded (the daemon's way before the worker)."""
+    import resource
+
+    from probe.audio.call import analyze_record
+    from probe.dial.analysis_worker import analyze_in_worker
+    from tests.test_analysis_worker import OPTIONS, ringback_then_greeting
+
+    def cpu() -> float:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    figures = []
+    with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
+        record = ringback_then_greeting(Path(tmp))
+        analyze_record(record, **OPTIONS)  # loaded and warm, as in a daemon after its first call
+        for how, hear in (("worker", lambda: analyze_in_worker(record, OPTIONS)),
+                          ("in-process, loaded", lambda: analyze_record(record, **OPTIONS))):
+            walls, cpus = [], []
+            for _ in range(runs):
+                c0, t0 = cpu(), time.perf_counter()
+                assert hear() is not None
+                walls.append(time.perf_counter() - t0)
+                cpus.append(cpu() - c0)
+            figures.append((how, statistics.median(walls), statistics.median(cpus)))
+    return figures
+
+
 def report_version(figures: Sequence[VersionFigures]) -> str:
     rows = []
     for f in figures:
@@ -201,7 +234,8 @@ def report_version(figures: Sequence[VersionFigures]) -> str:
     return "\n".join(lines)
 
 
-def report_idle(figures: Sequence[IdleFigures], costs: Sequence[tuple[str, float]]) -> str:
+def report_idle(figures: Sequence[IdleFigures], costs: Sequence[tuple[str, float]],
+                worker: Sequence[tuple[str, float, float]]) -> str:
     rows = [[f.tree, f"{f.rss_mib:.1f}", f"{f.anon_mib:.1f}", f"{f.file_mib:.1f}",
              " ".join(f.loaded)] for f in figures if f.problem is None]
     lines = ["Idle daemon (one SIP target and the broker, after its call): /proc/<pid>/status",
@@ -215,6 +249,8 @@ def report_idle(figures: Sequence[IdleFigures], costs: Sequence[tuple[str, float
         lines.append(f"  {f.tree}: resident MiB by mapping: {top}")
     lines.append("  a fresh interpreter's RSS for one import (MiB over `python -c pass`): "
                  + ", ".join(f"{m} +{mib:.1f}" for m, mib in costs))
+    lines.append("  one call's analysis (13 s of audio, median of 3): " + "; ".join(
+        f"{how} {wall:.2f} s wall, {cpu_s:.2f} CPU s" for how, wall, cpu_s in worker))
     return "\n".join(lines)
 
 
@@ -237,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for label, rev in trees:
             with probe_tree(rev) as tree:
                 idles.append(idle(tree, label))
-        print(report_idle(idles, import_costs()), flush=True)
+        print(report_idle(idles, import_costs(), worker_cost()), flush=True)
     return 0
 
 
